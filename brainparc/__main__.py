@@ -1,0 +1,5 @@
+"""``python -m brainparc``."""
+
+from brainparc.cli.main import main
+
+raise SystemExit(main())
