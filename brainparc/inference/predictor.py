@@ -1,0 +1,272 @@
+"""Run the BrainParc cascade and AutoStrip over conformed (LAS) arrays with the sliding window.
+
+These functions take arrays already on the model grid (spec §3.1: LAS array axes fed as the network's W, H, D) and
+return arrays on the same grid; conforming and un-conforming belong to the caller (``brainparc.pipeline``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainparc.inference.devices import autocast, resolve_device, run_with_cpu_fallback
+from brainparc.inference.sliding_window import Reduced, plan_windows, sliding_window
+
+__all__ = ["ParcellationResult", "bounding_roi", "predict_brain_mask", "predict_parcellation"]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Output indices used by inference (docs/CONTRACTS.md): BrainParc ``tissue_s``/``parc_s``, AutoStrip ``s``.
+TISSUE_OUTPUT, PARC_OUTPUT, STRIP_OUTPUT = 2, 4, 0
+
+
+@dataclass(frozen=True)
+class ParcellationResult:
+    """What :func:`predict_parcellation` returns, all on the input grid.
+
+    Attributes
+    ----------
+    tissue_probs : np.ndarray
+        float32 ``[4, X, Y, Z]`` blended tissue probabilities (background, CSF, GM, WM); background = 1 outside the ROI.
+    tissue : np.ndarray
+        int16 ``[X, Y, Z]`` argmax of ``tissue_probs``.
+    parc : np.ndarray
+        int16 ``[X, Y, Z]`` parcel indices 0–106 (not yet refined, see :func:`brainparc.core.postproc.refine_parcels`).
+    parc_confidence : np.ndarray or None
+        float32 ``[X, Y, Z]`` blended probability of the winning parcel, when requested.
+    roi : tuple of slice
+        The region that was predicted.
+    n_windows : int
+        Windows run.
+    device : str
+        Device the network actually ran on (``cpu`` after a CUDA out-of-memory fallback).
+    """
+
+    tissue_probs: np.ndarray
+    tissue: np.ndarray
+    parc: np.ndarray
+    parc_confidence: np.ndarray | None
+    roi: tuple[slice, ...]
+    n_windows: int
+    device: str
+
+
+def bounding_roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice]:
+    """Bounding box of the non-zero voxels of ``mask`` grown by ``margin`` voxels per side, clamped to the image.
+
+    Examples
+    --------
+    >>> m = np.zeros((10, 10, 10)); m[4:6, 3, 2:9] = 1
+    >>> bounding_roi(m, margin=2)
+    (slice(2, 8, None), slice(1, 6, None), slice(0, 10, None))
+    """
+    nz = np.nonzero(np.asarray(mask))
+    if nz[0].size == 0:
+        raise ValueError("cannot place the sliding window: the mask (or image) has no non-zero voxel")
+    return tuple(
+        slice(max(0, int(ax.min()) - margin), min(size, int(ax.max()) + 1 + margin))
+        for ax, size in zip(nz, mask.shape, strict=True)
+    )  # type: ignore[return-value]
+
+
+def _normalise(arrays: Sequence[np.ndarray], card: dict[str, Any], mask: np.ndarray | None) -> list[np.ndarray]:
+    """Apply the card's normalisation to each array independently (the official recipe z-scores each channel)."""
+    from brainparc.core.intensity import normalise  # lazy: owned by preprocessing, not needed with normalise=False
+
+    recipe = card.get("normalisation", "official-zscore")
+    return [normalise(a, recipe, mask=mask) for a in arrays]
+
+
+def _model_geometry(model: nn.Module) -> tuple[int, int]:
+    try:
+        return int(model.patch_size), int(model.valid_size)
+    except AttributeError as err:
+        raise TypeError("the model must define patch_size and valid_size (docs/CONTRACTS.md)") from err
+
+
+def _run(
+    model: nn.Module,
+    image: torch.Tensor,
+    outputs: Sequence[int],
+    device: torch.device,
+    amp: bool,
+    **window_kwargs: Any,
+) -> tuple[tuple[torch.Tensor | Reduced, ...], str]:
+    """Sliding window over ``model`` keeping ``outputs``; reruns on the CPU after a CUDA out-of-memory error."""
+    patch_size, valid_size = _model_geometry(model)
+    model.eval()
+
+    def attempt(dev: torch.device) -> tuple[tuple[torch.Tensor | Reduced, ...], str]:
+        model.to(dev)
+
+        def predict(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with autocast(dev, enabled=amp and dev.type == "cuda"):
+                result = model(batch)
+            # float() is a no-op for float32 outputs; it undoes autocast's bfloat16 before accumulation.
+            return tuple(result[i].float() for i in outputs)
+
+        out = sliding_window(
+            predict, image, patch_size=patch_size, valid_size=valid_size, device=dev, out_device="cpu", **window_kwargs
+        )
+        return out, str(dev)
+
+    with torch.inference_mode():
+        return run_with_cpu_fallback(attempt, device)
+
+
+def predict_parcellation(
+    model: nn.Module,
+    intensity: np.ndarray,
+    edge: np.ndarray,
+    card: dict[str, Any],
+    *,
+    mask: np.ndarray | None = None,
+    device: str | torch.device = "auto",
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    progress: bool = False,
+    amp: bool = True,
+    normalise: bool = True,
+    roi_margin: int = 8,
+    confidence: bool = False,
+    official_geometry: bool = False,
+) -> ParcellationResult:
+    """Tissue map and 106-region parcellation of one conformed, skull-stripped brain.
+
+    Parameters
+    ----------
+    model : nn.Module
+        BrainParc cascade (docs/CONTRACTS.md): ``[B, 2, P, P, P]`` → 6-tuple; ``tissue_s`` (index 2) and ``parc_s``
+        (index 4) are used.
+    intensity, edge : np.ndarray
+        ``[X, Y, Z]`` brain and its Sobel edge map on the model grid (LAS).
+    card : dict
+        Model card; ``card["normalisation"]`` picks the recipe (``official-zscore`` or ``in-mask-zscore``).
+    mask : np.ndarray, optional
+        Brain mask: ROI = its bounding box plus ``roi_margin`` voxels (else the non-zero intensity's), and the
+        normalisation mask for ``in-mask-zscore``.
+    device : str or torch.device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~brainparc.inference.devices.resolve_device`).
+    overlap, batch_size, progress : see :func:`~brainparc.inference.sliding_window.sliding_window`.
+    amp : bool
+        bfloat16/float16 autocast on CUDA (never on CPU).
+    normalise : bool
+        ``False`` when the arrays are already normalised (tests, or a caller that normalised itself).
+    roi_margin : int
+        Voxels added around the brain bounding box so the network also labels the background just outside it.
+    confidence : bool
+        Also return the winning parcel's probability.
+    official_geometry : bool
+        Reproduce the official tiling and Hann weighting over the whole image with float32 accumulators
+        (regression against the shipped outputs, spec §6.5); ignores ``overlap`` and the ROI.
+
+    Notes
+    -----
+    The model is moved to the device it runs on (to the CPU after a CUDA out-of-memory fallback) and left there.
+
+    Returns
+    -------
+    ParcellationResult
+    """
+    if intensity.shape != edge.shape or intensity.ndim != 3:
+        raise ValueError(f"intensity {intensity.shape} and edge {edge.shape} must be 3-D arrays of the same shape")
+    if mask is not None and mask.shape != intensity.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the image shape {intensity.shape}")
+    roi = bounding_roi(mask if mask is not None else intensity, roi_margin)
+    norm_mask = mask if mask is not None else intensity != 0
+    arrays = _normalise([intensity, edge], card, norm_mask) if normalise else [intensity, edge]
+    image = torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
+    del arrays
+    if official_geometry:
+        roi = tuple(slice(0, s) for s in intensity.shape)
+        window_kwargs: dict[str, Any] = {"overlap": 0.5, "roi": None, "tiling": "official", "blend": "official"}
+        window_kwargs["accum_dtype"] = torch.float32
+    else:  # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7)
+        window_kwargs = {"overlap": overlap, "roi": roi, "accum_dtype": (torch.float32, torch.float16)}
+    patch_size, valid_size = _model_geometry(model)
+    plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling") if k in window_kwargs}
+    n_windows = len(plan_windows(intensity.shape, patch_size=patch_size, valid_size=valid_size, **plan_args))
+    (tissue_probs, parc), used = _run(
+        model,
+        image,
+        (TISSUE_OUTPUT, PARC_OUTPUT),
+        resolve_device(device),
+        amp,
+        batch_size=batch_size,
+        progress=progress,
+        reduce=(None, "argmax+maxprob" if confidence else "argmax"),
+        **window_kwargs,
+    )
+    tissue_probs = tissue_probs.numpy()
+    return ParcellationResult(
+        tissue_probs=tissue_probs,
+        tissue=tissue_probs.argmax(axis=0).astype(np.int16),
+        parc=parc.labels.numpy().astype(np.int16),
+        parc_confidence=None if parc.max_prob is None else parc.max_prob.numpy(),
+        roi=roi,
+        n_windows=n_windows,
+        device=used,
+    )
+
+
+def predict_brain_mask(
+    model: nn.Module,
+    image: np.ndarray,
+    card: dict[str, Any],
+    *,
+    mask: np.ndarray | None = None,
+    device: str | torch.device = "auto",
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    progress: bool = False,
+    amp: bool = True,
+    normalise: bool = True,
+    roi_margin: int = 8,
+) -> np.ndarray:
+    """Brain probability of a conformed pseudo-brain with AutoStrip (spec §3.2).
+
+    Parameters
+    ----------
+    model : nn.Module
+        AutoStrip network: ``[B, 1, P, P, P]`` → ``(s, b)``; ``s`` (index 0) is a 2-class softmax over the valid region.
+    image : np.ndarray
+        ``[X, Y, Z]`` pseudo-brain (T1 times a dilated template mask) on the model grid.
+    card : dict
+        Model card; ``card["normalisation"]`` picks the recipe (``minmax``, ``official-zscore``, ``in-mask-zscore``).
+    mask : np.ndarray, optional
+        Region to predict (its bounding box plus ``roi_margin``) and the ``in-mask-zscore`` mask; default: the
+        non-zero voxels of ``image`` (the pseudo-brain is zero outside the dilated template mask).
+    device, overlap, batch_size, progress, amp, normalise, roi_margin : see :func:`predict_parcellation`.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``[X, Y, Z]`` probability of brain (0 outside the ROI). Thresholding, largest component and hole
+        filling belong to ``brainparc.core.skullstrip``.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3-D, got shape {image.shape}")
+    region = mask if mask is not None else image != 0
+    roi = bounding_roi(region, roi_margin)
+    arr = _normalise([image], card, region)[0] if normalise else image
+    tensor = torch.from_numpy(np.asarray(arr, dtype=np.float32)[None])
+    (probs,), _ = _run(
+        model,
+        tensor,
+        (STRIP_OUTPUT,),
+        resolve_device(device),
+        amp,
+        overlap=overlap,
+        roi=roi,
+        batch_size=batch_size,
+        progress=progress,
+        accum_dtype=torch.float32,
+        reduce=None,
+    )
+    return probs[1].numpy()
