@@ -349,9 +349,10 @@ def sliding_window(
     batch_size : int
         Windows per ``predict`` call.
     accum_dtype : torch.dtype or sequence of torch.dtype
-        Dtype of the weighted-sum accumulators (one for all outputs, or one per output). float16 halves memory;
-        the blended value is then exact to a relative error ≤ n·2⁻¹¹ for n overlapping windows (≤ 8 in 3-D at
-        overlap ≤ 0.5), see the tests. The weight sum is always float32.
+        Dtype of the weighted-sum accumulators (one for all outputs, or one per output). float16 halves memory at a
+        relative error ≤ n·2⁻¹¹ of the blended value, n = windows covering the voxel (up to 27 at overlap 0.5 with
+        even spacing); measured on probabilities: max ≈ 2e-3 to 4e-3, mean ≈ 6e-5. Harmless for argmax labels; use
+        float32 for probabilities you keep. The weight sum is always float32.
     device, out_device : torch.device or str
         Where ``predict`` runs, and where the accumulators live (CPU by default: they are the big tensors).
     progress : bool
