@@ -116,8 +116,9 @@ def _run(
         )
         return out, str(dev)
 
-    with torch.inference_mode():
-        return run_with_cpu_fallback(attempt, device)
+    # No inference_mode around model.to(): parameters moved inside it would become inference tensors and break any
+    # later training use of the model. sliding_window runs predict under inference_mode itself.
+    return run_with_cpu_fallback(attempt, device)
 
 
 def predict_parcellation(

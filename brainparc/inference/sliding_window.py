@@ -44,6 +44,7 @@ Roi = tuple[slice, slice, slice]
 Predict = Callable[[torch.Tensor], "torch.Tensor | Sequence[torch.Tensor]"]
 
 _REDUCE_MODES = (None, "none", "argmax", "argmax+maxprob")
+_CHUNK = 16  # channels per float32 staging buffer when accumulating in float16
 
 
 class Reduced(NamedTuple):
@@ -248,6 +249,7 @@ class _Accumulator:
         self.dtypes = accum_dtypes
         self.device = device
         self.sums: list[torch.Tensor] = []
+        self._buffer: torch.Tensor | None = None
         self.wsum = torch.zeros(self.roi_shape, dtype=torch.float32, device=device)
 
     def _allocate(self, outputs: Sequence[torch.Tensor]) -> None:
@@ -271,8 +273,27 @@ class _Accumulator:
         self.wsum[tuple(acc_sl)] += w
         for acc, out in zip(self.sums, outputs, strict=True):
             prob = out[(index, slice(None), *win_sl)].to(self.device)
-            # addcmul_ computes in float32 and rounds once into the (possibly float16) accumulator.
-            acc[(slice(None), *acc_sl)].addcmul_(prob, w)
+            target = acc[(slice(None), *acc_sl)]
+            if acc.dtype == torch.float32:
+                target.addcmul_(prob, w)
+            else:
+                self._add_low_precision(target, prob, w)
+
+    def _add_low_precision(self, target: torch.Tensor, prob: torch.Tensor, w: torch.Tensor) -> None:
+        """``target += prob * w`` computed in float32 and rounded once into a float16/bfloat16 accumulator.
+
+        Mixed-dtype in-place ops are ~10x slower than float32 ones on CPU; going through a float32 buffer of
+        ``_CHUNK`` channels is ~2.5x faster than ``addcmul_`` on the float16 view and keeps the temporary small.
+        """
+        if self._buffer is None:
+            v = self.weights.shape[0]
+            self._buffer = torch.empty((_CHUNK, v, v, v), dtype=torch.float32, device=self.device)
+        for c0 in range(0, target.shape[0], _CHUNK):
+            part = target[c0 : c0 + _CHUNK]
+            buf = self._buffer[(slice(0, part.shape[0]), *(slice(0, n) for n in part.shape[1:]))]
+            buf.copy_(part)
+            buf.addcmul_(prob[c0 : c0 + _CHUNK], w)
+            part.copy_(buf)
 
 
 def _check_outputs(outputs: torch.Tensor | Sequence[torch.Tensor], batch: int, valid_size: int) -> list[torch.Tensor]:
