@@ -121,6 +121,14 @@ def _run(
     return run_with_cpu_fallback(attempt, device)
 
 
+def _window_kwargs(official_geometry: bool, overlap: float, roi: tuple[slice, ...]) -> dict[str, Any]:
+    """sliding_window settings of the cascade: ours (ROI, mixed accumulators) or the official geometry."""
+    if official_geometry:  # whole image, official starts and Hann, float32 sums (the reference used float64)
+        return {"overlap": 0.5, "roi": None, "tiling": "official", "blend": "official", "accum_dtype": torch.float32}
+    # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7)
+    return {"overlap": overlap, "roi": roi, "tiling": "even", "accum_dtype": (torch.float32, torch.float16)}
+
+
 def predict_parcellation(
     model: nn.Module,
     intensity: np.ndarray,
@@ -179,25 +187,22 @@ def predict_parcellation(
         raise ValueError(f"intensity {intensity.shape} and edge {edge.shape} must be 3-D arrays of the same shape")
     if mask is not None and mask.shape != intensity.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the image shape {intensity.shape}")
+    dev = resolve_device(device)  # fail fast on a bad device string, before normalising
     roi = bounding_roi(mask if mask is not None else intensity, roi_margin)
     norm_mask = mask if mask is not None else intensity != 0
     arrays = _normalise([intensity, edge], card, norm_mask) if normalise else [intensity, edge]
     image = torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
     del arrays
-    if official_geometry:
-        roi = tuple(slice(0, s) for s in intensity.shape)
-        window_kwargs: dict[str, Any] = {"overlap": 0.5, "roi": None, "tiling": "official", "blend": "official"}
-        window_kwargs["accum_dtype"] = torch.float32
-    else:  # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7)
-        window_kwargs = {"overlap": overlap, "roi": roi, "accum_dtype": (torch.float32, torch.float16)}
+    window_kwargs = _window_kwargs(official_geometry, overlap, roi)
+    roi = window_kwargs["roi"] or tuple(slice(0, s) for s in intensity.shape)
     patch_size, valid_size = _model_geometry(model)
-    plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling") if k in window_kwargs}
+    plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling")}
     n_windows = len(plan_windows(intensity.shape, patch_size=patch_size, valid_size=valid_size, **plan_args))
     (tissue_probs, parc), used = _run(
         model,
         image,
         (TISSUE_OUTPUT, PARC_OUTPUT),
-        resolve_device(device),
+        dev,
         amp,
         batch_size=batch_size,
         progress=progress,
@@ -253,6 +258,7 @@ def predict_brain_mask(
     """
     if image.ndim != 3:
         raise ValueError(f"image must be 3-D, got shape {image.shape}")
+    dev = resolve_device(device)
     region = mask if mask is not None else image != 0
     roi = bounding_roi(region, roi_margin)
     arr = _normalise([image], card, region)[0] if normalise else image
@@ -261,7 +267,7 @@ def predict_brain_mask(
         model,
         tensor,
         (STRIP_OUTPUT,),
-        resolve_device(device),
+        dev,
         amp,
         overlap=overlap,
         roi=roi,

@@ -332,6 +332,33 @@ def _finalise(
     return Reduced(labels, max_prob)
 
 
+def _run_windows(
+    predict: Predict,
+    image: torch.Tensor,
+    corners: Sequence[tuple[int, int, int]],
+    acc: _Accumulator,
+    patch_size: int,
+    batch_size: int,
+    device: torch.device,
+    pad: torch.Tensor,
+    progress: bool,
+) -> None:
+    """Feed batches of input windows to ``predict`` and add the outputs to ``acc``."""
+    from tqdm.auto import tqdm
+
+    valid_size = acc.weights.shape[0]
+    offset = (patch_size - valid_size) // 2
+    with torch.inference_mode(), tqdm(total=len(corners), disable=not progress, desc="windows", unit="win") as bar:
+        for first in range(0, len(corners), batch_size):
+            chunk = corners[first : first + batch_size]
+            batch = torch.stack([_extract_window(image, [c - offset for c in cor], patch_size, pad) for cor in chunk])
+            outputs = _check_outputs(predict(batch.to(device)), len(chunk), valid_size)
+            for index, corner in enumerate(chunk):
+                acc.add(corner, outputs, index)
+            del outputs, batch
+            bar.update(len(chunk))
+
+
 def sliding_window(
     predict: Predict,
     image: torch.Tensor,
@@ -405,21 +432,8 @@ def sliding_window(
     dtypes = [accum_dtype] if isinstance(accum_dtype, torch.dtype) else list(accum_dtype)
     acc = _Accumulator(roi_n, blend_weights(valid_size, blend, patch_size=patch_size), dtypes, torch.device(out_device))
     pad = torch.as_tensor(pad_value, dtype=image.dtype).reshape(-1, 1, 1, 1)
-    offset = (patch_size - valid_size) // 2
     LOGGER.debug("sliding window: %d windows over roi %s of %s", len(corners), roi_n, shape)
-
-    from tqdm.auto import tqdm
-
-    with torch.inference_mode(), tqdm(total=len(corners), disable=not progress, desc="windows", unit="win") as bar:
-        for first in range(0, len(corners), batch_size):
-            chunk = corners[first : first + batch_size]
-            batch = torch.stack([_extract_window(image, [c - offset for c in cor], patch_size, pad) for cor in chunk])
-            outputs = _check_outputs(predict(batch.to(device)), len(chunk), valid_size)
-            for index, corner in enumerate(chunk):
-                acc.add(corner, outputs, index)
-            del outputs, batch
-            bar.update(len(chunk))
-
+    _run_windows(predict, image, corners, acc, patch_size, batch_size, torch.device(device), pad, progress)
     reduces = [reduce] * len(acc.sums) if reduce is None or isinstance(reduce, str) else list(reduce)
     if len(reduces) != len(acc.sums):
         raise ValueError(f"reduce has {len(reduces)} entries for {len(acc.sums)} outputs")
