@@ -1,0 +1,1 @@
+"""Built-in label declarations (JSON package data; see ``brainparc.train.labelsets``)."""

@@ -1,0 +1,253 @@
+"""SynthSeg-style synthetic images from label maps (Billot et al., Med. Image Anal. 2023), pure torch on CPU.
+
+One call of :func:`synthesize` turns an integer label volume into a random image and the matching deformed labels:
+
+1. spatial: random affine (rotation, scaling, shear, translation) + smooth nonlinear displacement (a Gaussian field on
+   a coarse grid, upsampled trilinearly; not integrated, so keep its std to a few voxels) applied to the labels with
+   nearest sampling, directly onto the output grid (``out_shape`` around ``centre``: crop and deformation in one
+   resampling, so a 160³ patch costs the same whatever the source size);
+2. intensities: per label value a Gaussian with a random mean and std (optionally drawn around priors); with
+   probability ``invert_prob`` the foreground means are mirrored (``m → 1 − m``), which turns a T1-like prior contrast
+   (WM > GM) into an infant-like one (WM < GM);
+3. blur (random anisotropic Gaussian), low-resolution simulation (one or all axes downsampled to a random spacing
+   and upsampled back), additive Gaussian noise, a smooth multiplicative bias field, min–max scaling to [0, 1] and a
+   random gamma; optionally zero background (skull-stripped images).
+
+Everything is drawn from the ``torch.Generator`` passed in: the same seed gives the same output.  The helpers
+(:func:`random_spatial_grid`, :func:`resample`, :func:`augment_intensity`) also serve real-image augmentation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["SynthParams", "augment_intensity", "gaussian_blur", "random_spatial_grid", "resample", "synthesize"]
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """Ranges of the random draws (voxel units; intensities in [0, 1] before scaling)."""
+
+    deform: bool = True
+    rotation_deg: float = 15.0  # each Euler angle ~ U(-r, r)
+    scaling: float = 0.15  # each axis scale ~ U(1 - s, 1 + s)
+    shear: float = 0.012  # each shear ~ U(-s, s)
+    translation: float = 0.0  # each axis ~ U(-t, t) voxels
+    nonlin_std: float = 2.5  # field std ~ U(0, nonlin_std) voxels
+    nonlin_grid: int = 5  # coarse field size per axis
+    mean_range: tuple[float, float] = (0.0, 1.0)
+    std_range: tuple[float, float] = (0.0, 0.05)
+    blur_sigma: tuple[float, float] = (0.0, 1.0)  # per-axis σ ~ U
+    lowres_prob: float = 0.25
+    lowres_all_axes_prob: float = 0.5  # else one random axis
+    lowres_spacing: tuple[float, float] = (1.5, 4.0)
+    noise_std: tuple[float, float] = (0.0, 0.03)
+    bias_std: float = 0.3  # log-field std ~ U(0, bias_std)
+    bias_grid: int = 4
+    gamma_std: float = 0.25  # exponent = exp(N(0, gamma_std))
+    invert_prob: float = 0.0
+    background_zero: bool = False
+
+
+def _u(gen: torch.Generator, lo: float, hi: float, n: int | None = None) -> Tensor:
+    shape = () if n is None else (n,)
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
+
+
+def _affine_matrix(gen: torch.Generator, p: SynthParams) -> Tensor:
+    """Random 3×3 matrix R·Sh·S (float64)."""
+    ang = _u(gen, -p.rotation_deg, p.rotation_deg, 3) * math.pi / 180
+    c, s = torch.cos(ang).tolist(), torch.sin(ang).tolist()
+    rx = torch.tensor([[1, 0, 0], [0, c[0], -s[0]], [0, s[0], c[0]]], dtype=torch.float64)
+    ry = torch.tensor([[c[1], 0, s[1]], [0, 1, 0], [-s[1], 0, c[1]]], dtype=torch.float64)
+    rz = torch.tensor([[c[2], -s[2], 0], [s[2], c[2], 0], [0, 0, 1]], dtype=torch.float64)
+    sh = _u(gen, -p.shear, p.shear, 6).tolist()
+    shear = torch.tensor([[1, sh[0], sh[1]], [sh[2], 1, sh[3]], [sh[4], sh[5], 1]], dtype=torch.float64)
+    scale = torch.diag(_u(gen, 1 - p.scaling, 1 + p.scaling, 3))
+    return rx @ ry @ rz @ shear @ scale
+
+
+def random_spatial_grid(
+    in_shape: tuple[int, int, int],
+    out_shape: tuple[int, int, int],
+    gen: torch.Generator,
+    params: SynthParams = SynthParams(),
+    centre: tuple[float, float, float] | None = None,
+) -> Tensor:
+    """Sampling grid ``[1, *out_shape, 3]`` for ``grid_sample(align_corners=True)`` of an ``in_shape`` volume.
+
+    Output voxel x samples source point ``centre + A·(x − c_out) + d(x)`` (voxel units), with A from
+    :func:`_affine_matrix` and d the smooth random displacement; identity A and d = 0 when ``params.deform`` is False.
+    ``centre`` defaults to the source centre.
+    """
+    size_in = torch.tensor(in_shape, dtype=torch.float32)
+    c_src = (size_in - 1) / 2 if centre is None else torch.tensor(centre, dtype=torch.float32)
+    A = torch.eye(3)
+    shift = c_src.clone()
+    if params.deform:
+        A = _affine_matrix(gen, params).float()
+        shift = shift + _u(gen, -params.translation, params.translation, 3).float()
+    # grid_sample wants (W, H, D) = (z, y, x) order and [-1, 1] coordinates (align_corners=True): fold the
+    # normalisation into the affine, then build the grid by broadcasting (much cheaper than a [N, 3] matmul)
+    norm = 2.0 / (size_in - 1).clamp(min=1)
+    A = (A * norm[:, None]).flip(0)
+    shift = (shift * norm - 1.0).flip(0)
+    axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in out_shape]
+    X, Y, Z = out_shape
+    pts = (
+        (axes[0].view(X, 1, 1, 1) * A[:, 0])
+        + (axes[1].view(1, Y, 1, 1) * A[:, 1])
+        + (axes[2].view(1, 1, Z, 1) * A[:, 2] + shift)
+    )
+    if params.deform:
+        std = float(_u(gen, 0.0, params.nonlin_std))
+        g = params.nonlin_grid
+        field = torch.randn((1, 3, g, g, g), generator=gen) * std * norm.view(1, 3, 1, 1, 1)
+        field = F.interpolate(field.flip(1), size=out_shape, mode="trilinear", align_corners=True)[0]
+        pts = pts + field.permute(1, 2, 3, 0)
+    return pts.unsqueeze(0)
+
+
+def resample(vol: Tensor, grid: Tensor, mode: str = "bilinear") -> Tensor:
+    """Resample a 3-D volume ``[X, Y, Z]`` (or ``[C, X, Y, Z]``) on a :func:`random_spatial_grid` grid; 0 outside."""
+    x = vol.float()
+    squeeze = x.dim() == 3
+    x = x[None, None] if squeeze else x[None]
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
+    return out[0] if squeeze else out
+
+
+def _gauss_kernel(sigma: float) -> Tensor:
+    r = max(1, math.ceil(2.5 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(img: Tensor, sigmas: tuple[float, float, float]) -> Tensor:
+    """Separable Gaussian blur of ``[X, Y, Z]`` with per-axis σ (voxels; σ < 0.1 skips the axis), edge replication."""
+    x = img
+    for axis, s in enumerate(sigmas):
+        if s < 0.1:
+            continue
+        k = _gauss_kernel(float(s)).tolist()
+        r = len(k) // 2
+        n = x.shape[axis]
+        # shifted sums on an edge-replicated copy: far faster than a 1-channel conv3d on CPU
+        xp = x.index_select(axis, torch.arange(-r, n + r).clamp(0, n - 1))
+        acc = xp.narrow(axis, 0, n) * k[0]
+        for j in range(1, len(k)):
+            acc.add_(xp.narrow(axis, j, n), alpha=k[j])
+        x = acc
+    return x
+
+
+def _lowres(img: Tensor, gen: torch.Generator, p: SynthParams) -> Tensor:
+    """Simulate a thick-slice / low-resolution acquisition: blur + downsample one or all axes, upsample back."""
+    if float(_u(gen, 0, 1)) >= p.lowres_prob:
+        return img
+    spacing = [1.0, 1.0, 1.0]
+    if float(_u(gen, 0, 1)) < p.lowres_all_axes_prob:
+        spacing = [float(_u(gen, *p.lowres_spacing))] * 3
+    else:
+        spacing[int(torch.randint(0, 3, (), generator=gen))] = float(_u(gen, *p.lowres_spacing))
+    # anti-aliasing blur: σ = 0.4·spacing (≈ FWHM of the thick voxel), as SynthSeg's resolution model
+    blurred = gaussian_blur(img, tuple(0.4 * s if s > 1 else 0.0 for s in spacing))
+    small = [max(2, round(n / s)) for n, s in zip(img.shape, spacing, strict=True)]
+    low = F.interpolate(blurred[None, None], size=small, mode="trilinear", align_corners=True)
+    return F.interpolate(low, size=tuple(img.shape), mode="trilinear", align_corners=True)[0, 0]
+
+
+def augment_intensity(
+    img: Tensor,
+    gen: torch.Generator,
+    params: SynthParams = SynthParams(),
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Blur, low-resolution simulation, noise, bias field, [0, 1] scaling and gamma of a ``[X, Y, Z]`` image.
+
+    The image is first min–max scaled to [0, 1]; voxels outside ``mask`` (if given) are 0 in the result.
+    """
+    p = params
+    x = img.float()
+    lo, hi = x.aminmax()
+    x = (x - lo) / (hi - lo).clamp(min=1e-6)
+    sig = _u(gen, *p.blur_sigma, 3).tolist()
+    x = gaussian_blur(x, tuple(sig))
+    x = _lowres(x, gen, p)
+    x = x + torch.randn(x.shape, generator=gen) * float(_u(gen, *p.noise_std))
+    g = p.bias_grid
+    field = torch.randn((1, 1, g, g, g), generator=gen) * float(_u(gen, 0.0, p.bias_std))
+    x = x * torch.exp(F.interpolate(field, size=tuple(x.shape), mode="trilinear", align_corners=True)[0, 0])
+    x = x.clamp(min=0)
+    if mask is not None:
+        x = x * (mask > 0)
+    x = x / x.max().clamp(min=1e-6)
+    x = x ** float(torch.exp(torch.randn((), generator=gen, dtype=torch.float64) * p.gamma_std))
+    return x
+
+
+def synthesize(
+    labels: Tensor,
+    gen: torch.Generator,
+    params: SynthParams = SynthParams(),
+    out_shape: tuple[int, int, int] | None = None,
+    centre: tuple[float, float, float] | None = None,
+    priors: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Random image and deformed labels from an integer label volume ``[X, Y, Z]`` (values ≥ 0).
+
+    Parameters
+    ----------
+    labels
+        Label values (any integer ids, e.g. FreeSurfer ids; 0 = background).
+    gen
+        Source of all randomness.
+    out_shape, centre
+        Output grid size (default: input size) and its centre in source voxel coordinates (default: source centre).
+    priors
+        Optional ``(mean, std)`` lookup tables indexed by label value: each label's mean is drawn from
+        ``N(mean[l], std[l])`` instead of ``U(mean_range)``.
+
+    Returns
+    -------
+    image, labels
+        float32 image in [0, 1] and int64 labels, both ``out_shape``.
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be a 3-D volume, got shape {tuple(labels.shape)}")
+    p = params
+    in_shape = tuple(labels.shape)
+    out_shape = in_shape if out_shape is None else tuple(out_shape)
+    if p.deform or out_shape != in_shape or centre is not None:
+        grid = random_spatial_grid(in_shape, out_shape, gen, p, centre)  # type: ignore[arg-type]
+        lab_f = resample(labels.float(), grid, mode="nearest")
+    else:
+        lab_f = labels.float()
+    # min/max on the (smaller) float output: int64 reductions are slow on CPU; ids absent from it need no intensity
+    lo, hi = lab_f.aminmax() if lab_f.numel() else (torch.zeros(()), torch.zeros(()))
+    if lo < 0:
+        raise ValueError("labels must be non-negative")
+    lab = lab_f.round().long()
+    n_ids = int(hi.round()) + 1
+    if priors is None:
+        means = _u(gen, *p.mean_range, n_ids).float()
+    else:
+        pm, ps = (torch.as_tensor(t, dtype=torch.float32) for t in priors)
+        if pm.numel() < n_ids or ps.numel() < n_ids:
+            raise ValueError(f"priors must cover label values 0..{n_ids - 1}")
+        means = pm[:n_ids] + ps[:n_ids] * torch.randn(n_ids, generator=gen)
+    stds = _u(gen, *p.std_range, n_ids).float()
+    if float(_u(gen, 0, 1)) < p.invert_prob:
+        # mirror the foreground contrast inside the range of the drawn means (WM > GM becomes WM < GM)
+        fg = means[1:]
+        means = torch.cat([means[:1], fg.max() + fg.min() - fg])
+    img = means[lab] + stds[lab] * torch.randn(out_shape, generator=gen)
+    mask = (lab > 0) if p.background_zero else None
+    img = augment_intensity(img, gen, p, mask)
+    return img.float(), lab

@@ -1,0 +1,164 @@
+"""Seed layout, label declarations per folder, file aliases and the patch dataset (tiny temporary NIfTI files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from brainparc.train.data import (
+    PatchDataset,
+    crop_pad,
+    find_file,
+    folder_declaration,
+    read_file_list,
+    seed_worker,
+    select_role,
+    window_start,
+)
+from brainparc.train.labelsets import IGNORE
+from brainparc.train.synth import SynthParams
+
+torch.set_num_threads(1)
+P = 16
+
+
+def _save(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4)), str(path))
+
+
+def _phantom(shape, inner, outer):
+    g = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt(sum(x**2 for x in g))
+    lab = np.zeros(shape, np.int32)
+    lab[r < 0.9] = outer
+    lab[r < 0.5] = inner
+    return lab
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    rows = ["IDs,folder,fold"]
+    # BrainParc-style subjects (full labels); one uses the brain_sober alias, one has no edge file at all
+    for i, (fold, edge_name) in enumerate([(3, "brain_edge.nii.gz"), (3, "brain_sober.nii.gz"), (2, None)]):
+        d = tmp_path / "data" / "HCP" / f"s{i}"
+        lab = _phantom((20, 22, 18), inner=91, outer=1)  # WM inside cortex
+        _save(lab.astype(np.float32), d / "dk-struct.nii.gz")
+        _save((lab > 0) * (100.0 + 50 * (lab == 91)), d / "brain.nii.gz")
+        if edge_name:
+            _save(np.full(lab.shape, 7, np.int16), d / edge_name)
+        rows.append(f"s{i},HCP,{fold}")
+    # Mindboggle-style folder: FreeSurfer ids, no WM label, a declaration file; a volume smaller than the patch
+    d = tmp_path / "data" / "MB" / "m0"
+    lab = _phantom((10, 12, 9), inner=0, outer=1024)
+    _save(lab.astype(np.float32), d / "dk-struct.nii.gz")
+    _save((_phantom((10, 12, 9), 1, 1) > 0) * 80.0, d / "brain.nii.gz")
+    (tmp_path / "data" / "MB" / "labels.json").write_text(json.dumps({"declaration": "dkt31_aseg"}))
+    rows.append("m0,MB,3")
+    # label-only whole-head maps (always synthesised), declared with a label_file
+    d = tmp_path / "data" / "SS" / "h0"
+    _save(_phantom((20, 20, 20), inner=2, outer=3).astype(np.int32) + 0, d / "labels.nii.gz")
+    (tmp_path / "data" / "SS" / "labels.json").write_text(
+        json.dumps({"declaration": "aseg", "label_file": "labels.nii.gz"})
+    )
+    rows.append("h0,SS,3")
+    rows.append("t0,HCP,1")  # a test subject (not created: never loaded)
+    (tmp_path / "csvfile").mkdir()
+    (tmp_path / "csvfile" / "file_list.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_file_list_and_folds(layout: Path):
+    entries = read_file_list(layout)
+    assert [e.fold for e in entries] == [3, 3, 2, 3, 3, 1]
+    assert len(select_role(entries, "train")) == 4
+    assert len(select_role(entries, "val")) == 1 and len(select_role(entries, "test")) == 1
+    assert len(select_role(entries, "train", {"train": (2, 3)})) == 5
+    assert len(PatchDataset(layout, "train", patch_size=P)) == 4
+    assert len(PatchDataset(layout, "val", patch_size=P)) == 1
+
+
+def test_aliases_and_declarations(layout: Path):
+    assert find_file(layout / "data" / "HCP" / "s1", "edge").name == "brain_sober.nii.gz"
+    assert find_file(layout / "data" / "HCP" / "s2", "edge") is None
+    decl, label_file = folder_declaration(layout / "data" / "MB")
+    assert decl.name == "dkt31_aseg" and label_file is None
+    assert folder_declaration(layout / "data" / "HCP")[0].name == "full"
+    assert folder_declaration(layout / "data" / "SS")[1] == "labels.nii.gz"
+
+
+def test_real_patches_shapes_and_targets(layout: Path):
+    ds = PatchDataset(layout, "train", patch_size=P, synth_ratio=0.0)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (2, P, P, P) and item["image"].dtype == torch.float32
+        assert item["target"].shape == (P, P, P) and item["target"].dtype == torch.int64
+    mb = ds[2]  # the 10x12x9 Mindboggle-like subject: padded, WM (0 inside the brain) ignored
+    assert mb["subject"] == "MB/m0" and not mb["synthetic"]
+    t = mb["target"]
+    assert (t == IGNORE).any() and (t == 1).any() and (t == 0).any()  # whole volume inside the window
+    ss = ds[3]  # label-only: always synthetic
+    assert ss["synthetic"] and ss["image"].shape == (2, P, P, P)
+
+
+def test_edge_computed_when_missing(layout: Path):
+    ds = PatchDataset(layout, "val", patch_size=P)
+    vol = ds.load_subject(0)
+    assert vol["edge"] is not None and vol["edge"].shape == vol["image"].shape and vol["edge"].max() > 0
+
+
+def test_seeding_and_synth_mixing(layout: Path):
+    ds = PatchDataset(layout, "train", patch_size=P, synth_ratio=0.5, seed=1)
+    a, b = ds[0], ds[0]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+    flags = []
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        flags.append(ds[0]["synthetic"])
+    assert any(flags) and not all(flags)
+    other_rank = PatchDataset(layout, "train", patch_size=P, synth_ratio=0.5, seed=1, rank=1)
+    other_rank.set_epoch(11)
+    assert not torch.equal(other_rank[0]["image"], ds[0]["image"])
+    seed_worker(0)
+
+
+def test_synthetic_parc_patch_keeps_unlabelled_brain_ignored(layout: Path):
+    ds = PatchDataset(layout, "train", patch_size=P, synth_ratio=1.0, seed=3)
+    item = ds[2]  # Mindboggle-like: WM gets its own intensity, its target stays IGNORE
+    assert item["synthetic"]
+    t, img = item["target"], item["image"][0]
+    assert (t == IGNORE).any()
+    assert float(img[t == IGNORE].mean()) != pytest.approx(float(img[t == 0].mean()), abs=1e-3)
+
+
+def test_augmented_real_patch(layout: Path):
+    ds = PatchDataset(layout, "train", patch_size=P, augment=SynthParams(nonlin_std=1.0), seed=2)
+    item = ds[0]
+    assert item["image"].shape == (2, P, P, P)
+    assert set(torch.unique(item["target"]).tolist()) <= {IGNORE, 0, 1, 91}
+
+
+def test_strip_task(tmp_path: Path):
+    d = tmp_path / "data" / "AS" / "a0"
+    head = _phantom((20, 20, 20), 2, 1).astype(np.float32) * 40
+    _save(head, d / "pseudo_brain.nii.gz")
+    _save((_phantom((20, 20, 20), 1, 0) > 0).astype(np.float32), d / "skull_strip.nii.gz")
+    (tmp_path / "csvfile").mkdir()
+    (tmp_path / "csvfile" / "file_list.csv").write_text("IDs, folder, fold\na0, AS, 3\n")
+    ds = PatchDataset(tmp_path, "train", task="strip", patch_size=P)
+    item = ds[0]
+    assert item["image"].shape == (1, P, P, P)
+    assert set(torch.unique(item["target"]).tolist()) <= {IGNORE, 0, 1} and (item["target"] == 1).any()
+
+
+def test_window_helpers():
+    assert window_start([5, 50, 0], [10, 100, 200], 16, 4) == [-3, 42, -4]
+    assert window_start([0, 99, 100], [8, 100, 200], 16, 0) == [-8, 84, 92]
+    vol = torch.arange(27).reshape(3, 3, 3)
+    out = crop_pad(vol, [-1, 0, 2], 3, fill=-5)
+    assert out[0].eq(-5).all() and out[1, 0, 0] == vol[0, 0, 2] and out[1, 0, 1] == -5
