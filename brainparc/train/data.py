@@ -19,11 +19,13 @@ Patches (:class:`PatchDataset`, one patch per subject per epoch as in the refere
 ``foreground_prob`` (0.9) the window centre is a random voxel whose target is not background (i.e. in the brain,
 ignored voxels included), else a uniformly random voxel.  The window may extend ``margin`` (32) voxels beyond the
 volume as in the reference, whose zero padding it mimics; volumes smaller than the window are padded (the reference's
-clamp breaks below 96 voxels, §7 item 24).  Out-of-volume voxels get image 0 and target IGNORE.  Real images are
-z-scored with the official recipe over the whole volume, then optionally augmented (random affine + nonlinear
-deformation, and the synth intensity chain: blur, low-res, noise, bias, gamma — edges then recomputed).  With
+clamp breaks below 96 voxels, §7 item 24).  Out-of-volume voxels get image 0 and target IGNORE.  Both channels are
+normalised with ``normalisation``, the model card's recipe, as inference does it (``official-zscore`` over the whole
+volume; ``in-mask-zscore`` inside the brain, preferable for new models, §7 item 29).  Real images can be augmented
+(``augment``: random affine + nonlinear deformation and the synth intensity chain — blur, low resolution, noise, bias,
+gamma — after which the edges are recomputed and the patch renormalised).  With
 probability ``synth_ratio`` the image is synthesised from the labels instead (:func:`brainparc.train.synth.synthesize`,
-background zeroed for ``parc``) and z-scored over the patch.
+background zeroed for ``parc``) and normalised over the patch (synthetic and augmented patches).
 
 Randomness: every item draws from a generator seeded by ``(seed, epoch, rank, index)``
 (:meth:`PatchDataset.set_epoch`), so patches do not depend on worker assignment; :func:`seed_worker` seeds numpy and
@@ -177,10 +179,12 @@ def _edge_array(arr: np.ndarray) -> np.ndarray:
         return sobel_edges_array(np.asarray(arr, dtype=np.float32)).astype(np.float32)
 
 
-def _zscore(arr: np.ndarray | torch.Tensor) -> np.ndarray:
-    from brainparc.core.intensity import zscore_official
+def _normalise(arr: np.ndarray | torch.Tensor, recipe: str, mask: np.ndarray | torch.Tensor | None) -> np.ndarray:
+    """The model card's intensity recipe (``brainparc.core.intensity.normalise``), as inference applies it."""
+    from brainparc.core.intensity import normalise
 
-    return zscore_official(np.asarray(arr, dtype=np.float32))
+    m = None if mask is None or recipe != "in-mask-zscore" else np.asarray(mask)
+    return normalise(np.asarray(arr, dtype=np.float32), recipe, mask=m).astype(np.float32)
 
 
 def _load(path: Path) -> np.ndarray:
@@ -210,6 +214,7 @@ class PatchDataset(Dataset):
         augment: SynthParams | None = None,
         foreground_prob: float = 0.9,
         margin: int = 32,
+        normalisation: str = "official-zscore",
         seed: int = 0,
         rank: int = 0,
     ):
@@ -223,6 +228,7 @@ class PatchDataset(Dataset):
         self.synth_ratio, self.foreground_prob, self.margin = synth_ratio, foreground_prob, margin
         self.synth_params = synth_params or SynthParams(background_zero=(task == "parc"))
         self.augment = augment
+        self.normalisation = normalisation
         self.seed, self.rank, self.epoch = seed, rank, 0
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
@@ -243,7 +249,11 @@ class PatchDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------ loading
     def load_subject(self, index: int) -> dict[str, Any]:
-        """Full-volume arrays of a subject: ``image`` (None if absent), ``edge``, ``labels``, ``targets``, ``brain``."""
+        """Full-volume arrays of a subject: ``image`` (None if absent), ``edge``, ``labels``, ``targets``, ``brain``.
+
+        ``edge`` is ``"missing"`` when the subject has an image but no edge file; it is computed when a real patch
+        needs it (precompute ``brain_edge.nii.gz`` for real training: the recipe takes seconds per volume).
+        """
         e = self.entries[index]
         compiled, label_file = self.declarations[e.folder]
         if self.task == "strip":
@@ -267,7 +277,7 @@ class PatchDataset(Dataset):
         edge = None
         if image is not None and self.task == "parc":
             edge_path = find_file(e.path, "edge")
-            edge = _load(edge_path).astype(np.float32) if edge_path else _edge_array(image)
+            edge = _load(edge_path).astype(np.float32) if edge_path else "missing"
         return {"image": image, "edge": edge, "labels": labels, "targets": targets, "brain": brain}
 
     def _centre(self, targets: np.ndarray, gen: torch.Generator) -> list[int]:
@@ -297,10 +307,13 @@ class PatchDataset(Dataset):
 
     def _real_patch(self, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
         P, shape = self.patch_size, vol["targets"].shape
-        img = _zscore(vol["image"])
+        norm, brain = self.normalisation, vol["brain"]
+        if isinstance(vol["edge"], str):  # no edge file: reference recipe on the fly (slow: ~8 s for 256²×160)
+            vol["edge"] = _edge_array(vol["image"])
+        img = _normalise(vol["image"], norm, brain)
         if self.augment is None:
             start = window_start(centre, shape, P, self.margin)
-            edge = None if vol["edge"] is None else crop_pad(_zscore(vol["edge"]), start, P)
+            edge = None if vol["edge"] is None else crop_pad(_normalise(vol["edge"], norm, brain), start, P)
             return self._finish(crop_pad(img, start, P), edge), crop_pad(
                 vol["targets"].astype(np.int64), start, P, IGNORE
             )
@@ -312,8 +325,9 @@ class PatchDataset(Dataset):
         patch = augment_intensity(
             patch, gen, self.augment, mask=(target != 0) & inside if self.task == "parc" else None
         )
-        patch = torch.from_numpy(_zscore(patch.numpy()))
-        edge = torch.from_numpy(_zscore(_edge_array(patch.numpy()))) if self.task == "parc" else None
+        mask = ((target != 0) & inside).numpy()
+        patch = torch.from_numpy(_normalise(patch.numpy(), norm, mask))
+        edge = torch.from_numpy(_normalise(_edge_array(patch.numpy()), norm, mask)) if self.task == "parc" else None
         return self._finish(patch, edge), target
 
     def _synthetic_patch(self, index: int, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
@@ -332,9 +346,11 @@ class PatchDataset(Dataset):
         lab_np = np.where(in_brain, 0, lab_np)
         if self.task == "strip":
             target = torch.from_numpy(compiled.to_targets(lab_np, in_brain) != 0).long()
-            return self._finish(torch.from_numpy(_zscore(img.numpy())), None), target
+            return self._finish(torch.from_numpy(_normalise(img.numpy(), self.normalisation, None)), None), target
         target = torch.from_numpy(compiled.to_targets(lab_np, in_brain).astype(np.int64))
         if params.background_zero:  # skull-stripped look: whatever the declaration calls background is 0
             img = img * (target != 0)
-        img_np = _zscore(img.numpy())
-        return self._finish(torch.from_numpy(img_np), torch.from_numpy(_zscore(_edge_array(img_np)))), target
+        mask = (target != 0).numpy()
+        img_np = _normalise(img.numpy(), self.normalisation, mask)
+        edge = _normalise(_edge_array(img_np), self.normalisation, mask)
+        return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge)), target
