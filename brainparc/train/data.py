@@ -23,9 +23,10 @@ clamp breaks below 96 voxels, §7 item 24).  Out-of-volume voxels get image 0 an
 normalised with ``normalisation``, the model card's recipe, as inference does it (``official-zscore`` over the whole
 volume; ``in-mask-zscore`` inside the brain, preferable for new models, §7 item 29).  Real images can be augmented
 (``augment``: random affine + nonlinear deformation and the synth intensity chain — blur, low resolution, noise, bias,
-gamma — after which the edges are recomputed and the patch renormalised).  With
-probability ``synth_ratio`` the image is synthesised from the labels instead (:func:`brainparc.train.synth.synthesize`,
-background zeroed for ``parc``) and normalised over the patch (synthetic and augmented patches).
+gamma — after which the edges are recomputed and the patch renormalised).  With probability ``synth_ratio`` the
+image is synthesised from the labels instead (:func:`brainparc.train.synth.synthesize`; default: half the draws
+around T1-like tissue priors, half uniformly random, 30 % contrast-inverted (infant-like); background zeroed for
+``parc``) and normalised over the patch.
 
 Randomness: every item draws from a generator seeded by ``(seed, epoch, rank, index)``
 (:meth:`PatchDataset.set_epoch`), so patches do not depend on worker assignment; :func:`seed_worker` seeds numpy and
@@ -48,7 +49,14 @@ import torch
 from torch.utils.data import Dataset
 
 from brainparc.train.labelsets import IGNORE, CompiledDeclaration, GroupRegistry, LabelDeclaration, load_declaration
-from brainparc.train.synth import SynthParams, augment_intensity, random_spatial_grid, resample, synthesize
+from brainparc.train.synth import (
+    SynthParams,
+    augment_intensity,
+    random_spatial_grid,
+    resample,
+    synthesize,
+    tissue_priors,
+)
 
 __all__ = [
     "DEFAULT_FOLD_ROLES",
@@ -58,6 +66,7 @@ __all__ = [
     "crop_pad",
     "find_file",
     "folder_declaration",
+    "fully_labelled_fractions",
     "read_file_list",
     "seed_worker",
     "select_role",
@@ -226,7 +235,9 @@ class PatchDataset(Dataset):
         self.entries = select_role(read_file_list(self.root, file_list), role, fold_roles)
         self.registry = GroupRegistry() if registry is None else registry
         self.synth_ratio, self.foreground_prob, self.margin = synth_ratio, foreground_prob, margin
-        self.synth_params = synth_params or SynthParams(background_zero=(task == "parc"))
+        self.synth_params = synth_params or SynthParams(
+            background_zero=(task == "parc"), prior_prob=0.5, invert_prob=0.3
+        )
         self.augment = augment
         self.normalisation = normalisation
         self.seed, self.rank, self.epoch = seed, rank, 0
@@ -330,6 +341,18 @@ class PatchDataset(Dataset):
         edge = torch.from_numpy(_normalise(_edge_array(patch.numpy()), norm, mask)) if self.task == "parc" else None
         return self._finish(patch, edge), target
 
+    def _priors(self, compiled: CompiledDeclaration, fresh: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """T1-like intensity priors per source label value from the tissue of its group.
+
+        The unlabelled brain of declarations like DKT31 (``fresh`` value) is given the WM prior: it is mostly cerebral
+        white matter.  Mixed-tissue groups and unknown values get a broad prior.
+        """
+        tog = self.registry.tissue_of_group
+        tissue = {v: (int(tog[g]) if g >= 0 and tog[g] < 4 else None) for v, g in compiled.lut.items()}
+        g_in = compiled.in_brain_zero
+        tissue[fresh] = 3 if g_in == IGNORE else (int(tog[g_in]) if tog[g_in] < 4 else None)
+        return tissue_priors(tissue, fresh + 1)
+
     def _synthetic_patch(self, index: int, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
         P = self.patch_size
         e = self.entries[index]
@@ -340,7 +363,8 @@ class PatchDataset(Dataset):
             brain = vol["brain"] if vol["brain"] is not None else vol["targets"] != compiled.lut.get(0, IGNORE)
             labels = np.where((labels == 0) & brain, fresh, labels)
         params = self.synth_params
-        img, lab = synthesize(torch.from_numpy(labels), gen, params, (P,) * 3, tuple(float(c) for c in centre))
+        priors = self._priors(compiled, fresh)
+        img, lab = synthesize(torch.from_numpy(labels), gen, params, (P,) * 3, tuple(map(float, centre)), priors)
         lab_np = lab.numpy()
         in_brain = lab_np == fresh
         lab_np = np.where(in_brain, 0, lab_np)
@@ -354,3 +378,30 @@ class PatchDataset(Dataset):
         img_np = _normalise(img.numpy(), self.normalisation, mask)
         edge = _normalise(_edge_array(img_np), self.normalisation, mask)
         return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge)), target
+
+
+def fully_labelled_fractions(dataset: PatchDataset, max_subjects: int | None = None, seed: int = 0) -> np.ndarray:
+    """Class volume fractions (:func:`brainparc.train.losses.volume_fractions`) over the dataset's fully labelled
+    subjects (declarations whose every value maps to a single class and that read 0 as background).
+
+    ``max_subjects`` caps the number of label maps read (a seeded random subset), since this runs at start-up.
+    """
+    from brainparc.train.losses import volume_fractions
+
+    n_cls = 107
+    full = [
+        i
+        for i, e in enumerate(dataset.entries)
+        if all(g < n_cls for g in dataset.declarations[e.folder][0].lut.values())
+        and not dataset.declarations[e.folder][0].needs_brain_mask
+    ]
+    if not full:
+        raise ValueError("no fully labelled subject: cannot estimate class volume fractions")
+    if max_subjects is not None and len(full) > max_subjects:
+        full = sorted(np.random.default_rng(seed).choice(full, max_subjects, replace=False).tolist())
+    maps = []
+    for i in full:
+        t = dataset.load_subject(i)["targets"] if dataset.task == "parc" else None
+        if t is not None:
+            maps.append(t)
+    return volume_fractions(maps, n_cls)

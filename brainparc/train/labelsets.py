@@ -301,7 +301,7 @@ class CompiledDeclaration:
         lab = np.rint(np.asarray(label_map)).astype(np.int64)
         if lab.size and lab.min() < 0:
             raise ValueError("label maps must be non-negative")
-        vals = np.unique(lab)
+        vals = np.flatnonzero(np.bincount(lab.ravel())) if lab.size else np.zeros(0, np.int64)  # O(N), no sort
         lut = np.full(int(vals.max(initial=0)) + 1, IGNORE, dtype=np.int16)
         unknown = [int(v) for v in vals if int(v) not in self.lut and int(v) not in self.declaration.ignore_ids]
         if unknown and self.unknown is None:

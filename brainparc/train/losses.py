@@ -28,6 +28,7 @@ __all__ = [
     "boundary_loss",
     "boundary_targets",
     "cascade_loss",
+    "class_weights_metadata",
     "consistency_loss",
     "gradient_f1_loss",
     "group_weights",
@@ -35,6 +36,7 @@ __all__ = [
     "partial_dice_loss",
     "partial_focal_loss",
     "soft_erode",
+    "strip_loss",
     "volume_fractions",
 ]
 
@@ -297,6 +299,21 @@ def adaptive_class_weights(
     return alpha
 
 
+def class_weights_metadata(
+    fractions: Sequence[float] | np.ndarray, a: float = 1.19, b: float = 0.43, background: float = 0.4
+) -> dict[str, object]:
+    """JSON-ready record of the adaptive weights for the checkpoint's model card (``training.class_weights``)."""
+    alpha = adaptive_class_weights(fractions, a=a, b=b, background=background)
+    return {
+        "formula": "alpha_c = clip(1 - a * f_c**b, 0.05, 1); alpha_0 = background; f_c = class volume fraction",
+        "a": a,
+        "b": b,
+        "background": background,
+        "volume_fractions": [float(x) for x in np.asarray(fractions, dtype=np.float64)],
+        "alpha": [float(x) for x in alpha],
+    }
+
+
 # ---------------------------------------------------------------------------------------------------- the cascade
 @dataclass(frozen=True)
 class CascadeWeights:
@@ -375,3 +392,30 @@ def cascade_loss(
         + w.consistency * (parts["consistency_s"] + parts["consistency_b"])
     )
     return total, {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
+
+
+def strip_loss(
+    outputs: Sequence[Tensor],
+    targets: Sequence[Tensor],
+    branches: tuple[float, float] = (0.7, 0.3),
+    focal_weight: float = 10.0,
+    f1_weight: float = 0.01,
+    gamma: float = 2.0,
+) -> Tensor:
+    """AutoStrip loss (spec §4.7, ``--BE 1``): ``Σ_br w_br (Dice + 10·Focal + 0.01·gradient_F1)`` on 2 classes.
+
+    ``outputs = (s, b)`` softmax ``[B, 2, ...]``; ``targets = (small, big)`` label maps ``[B, ...]`` in {0, 1, -1}.
+    The Dice is over the whole batch and volume (the reference's per-slice reduction bug, §7 item 15, is not
+    reproduced); IGNORE voxels (outside the volume) are masked out everywhere.
+    """
+    eye = torch.eye(2, device=outputs[0].device)
+    total = outputs[0].new_zeros(())
+    for w, p, t in zip(branches, outputs, targets, strict=True):
+        valid = (t >= 0).unsqueeze(1)
+        onehot = F.one_hot(t.clamp(min=0).long(), 2).movedim(-1, 1).to(p.dtype) * valid
+        total = total + w * (
+            partial_dice_loss(p, t, eye)
+            + focal_weight * partial_focal_loss(p, t, eye, gamma=gamma)
+            + f1_weight * gradient_f1_loss(p, onehot, channels=(0, 1), mask=valid)
+        )
+    return total

@@ -26,7 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SynthParams", "augment_intensity", "gaussian_blur", "random_spatial_grid", "resample", "synthesize"]
+__all__ = [
+    "TISSUE_PRIOR_MEANS",
+    "SynthParams",
+    "augment_intensity",
+    "gaussian_blur",
+    "random_spatial_grid",
+    "resample",
+    "synthesize",
+    "tissue_priors",
+]
+
+# adult-T1-like mean intensity per tissue (background, CSF, GM, WM) on a [0, 1] scale
+TISSUE_PRIOR_MEANS = (0.0, 0.15, 0.5, 0.8)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class SynthParams:
     bias_std: float = 0.3  # log-field std ~ U(0, bias_std)
     bias_grid: int = 4
     gamma_std: float = 0.25  # exponent = exp(N(0, gamma_std))
+    prior_prob: float = 1.0  # when priors are given: probability of using them (else U(mean_range))
     invert_prob: float = 0.0
     background_zero: bool = False
 
@@ -211,8 +224,8 @@ def synthesize(
     out_shape, centre
         Output grid size (default: input size) and its centre in source voxel coordinates (default: source centre).
     priors
-        Optional ``(mean, std)`` lookup tables indexed by label value: each label's mean is drawn from
-        ``N(mean[l], std[l])`` instead of ``U(mean_range)``.
+        Optional ``(mean, std)`` lookup tables indexed by label value: with probability ``prior_prob`` each
+        label's mean is drawn from ``N(mean[l], std[l])`` instead of ``U(mean_range)`` (see :func:`tissue_priors`).
 
     Returns
     -------
@@ -235,7 +248,8 @@ def synthesize(
         raise ValueError("labels must be non-negative")
     lab = lab_f.round().long()
     n_ids = int(hi.round()) + 1
-    if priors is None:
+    use_priors = priors is not None and float(_u(gen, 0, 1)) < p.prior_prob
+    if not use_priors:
         means = _u(gen, *p.mean_range, n_ids).float()
     else:
         pm, ps = (torch.as_tensor(t, dtype=torch.float32) for t in priors)
@@ -251,3 +265,23 @@ def synthesize(
     mask = (lab > 0) if p.background_zero else None
     img = augment_intensity(img, gen, p, mask)
     return img.float(), lab
+
+
+def tissue_priors(
+    tissue_of_value: dict[int, int | None],
+    n_values: int,
+    means: tuple[float, float, float, float] = TISSUE_PRIOR_MEANS,
+    std: float = 0.08,
+    unknown: tuple[float, float] = (0.5, 0.3),
+) -> tuple[Tensor, Tensor]:
+    """T1-like ``(mean, std)`` prior tables for :func:`synthesize` from a label value → tissue (0-3) map.
+
+    Values mapped to ``None`` or absent (e.g. skull, skin, mixed-tissue groups) get the broad ``unknown`` prior.
+    With ``invert_prob`` the drawn foreground means are mirrored, giving infant-like contrast (WM darker than GM).
+    """
+    m = torch.full((n_values,), unknown[0])
+    s = torch.full((n_values,), unknown[1])
+    for v, t in tissue_of_value.items():
+        if t is not None and 0 <= v < n_values:
+            m[v], s[v] = means[t], std
+    return m, s

@@ -193,3 +193,12 @@ def test_mindboggle_smoke(tmp_path: Path):
     for item in (real, synth):
         t = item["target"]
         assert (t == IGNORE).any() and (t > 0).any()  # the window sits in the brain: WM ignored, parcels present
+
+
+def test_fully_labelled_fractions(layout: Path):
+    from brainparc.train.data import fully_labelled_fractions
+
+    ds = PatchDataset(layout, "train", patch_size=P)
+    f = fully_labelled_fractions(ds)  # only the two HCP subjects (full declaration) count
+    assert f.shape == (107,) and f.sum() == pytest.approx(1.0)
+    assert f[1] > 0 and f[91] > 0 and f[5] == 0

@@ -205,3 +205,27 @@ def test_volume_fractions():
     lab = np.array([0, 0, 1, 1, 1, 2, -1, 200])
     f = volume_fractions([lab, np.array([1, 2])], num_classes=3)
     assert f.tolist() == pytest.approx([0.0, (0.75 + 0.5) / 2, (0.25 + 0.5) / 2])
+
+
+def test_strip_loss_perfect_vs_wrong():
+    from brainparc.train.losses import strip_loss
+
+    t = torch.zeros(1, 6, 6, 6, dtype=torch.long)
+    t[:, 1:5, 1:5, 1:5] = 1
+    t[:, 0] = -1  # outside the volume
+    good = torch.nn.functional.one_hot(t.clamp(min=0), 2).movedim(-1, 1).float() * 0.998 + 0.001
+    bad = good.flip(1)
+    assert strip_loss((good, good), (t, t)).item() < 0.05
+    assert strip_loss((bad, bad), (t, t)).item() > 1.0
+
+
+def test_class_weights_metadata_is_json_ready():
+    import json
+
+    from brainparc.train.losses import class_weights_metadata
+
+    f = np.zeros(107)
+    f[1:] = 1 / 106
+    meta = class_weights_metadata(f)
+    assert len(meta["alpha"]) == 107 and meta["alpha"][0] == 0.4
+    json.dumps(meta)

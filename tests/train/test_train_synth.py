@@ -98,3 +98,11 @@ def test_identity_grid_and_blur():
     assert blurred.mean().item() == pytest.approx(vol.mean().item(), abs=0.02)
     const = torch.full((5, 5, 5), 3.0)
     torch.testing.assert_close(gaussian_blur(const, (1.0, 1.0, 1.0)), const)
+
+
+def test_tissue_priors_table():
+    from brainparc.train.synth import TISSUE_PRIOR_MEANS, tissue_priors
+
+    mean, std = tissue_priors({2: 3, 3: 2, 24: 1, 0: 0, 165: None}, 200)
+    assert mean[2] == pytest.approx(TISSUE_PRIOR_MEANS[3]) and mean[3] == pytest.approx(TISSUE_PRIOR_MEANS[2])
+    assert std[2] == pytest.approx(0.08) and std[165] == pytest.approx(0.3) and mean.shape == (200,)
