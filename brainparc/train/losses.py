@@ -119,17 +119,18 @@ def partial_dice_loss(
 
 
 def _group_prob_at_target(probs: Tensor, target: Tensor, grouping: Tensor) -> Tensor:
-    """``q_{t(v)}(v)``: the summed probability of each voxel's target group (``target`` ≥ 0 everywhere)."""
-    G = grouping > 0.5
-    size = G.sum(1)
-    m = int(size[target].max()) if target.numel() else 1
-    members = torch.argsort((~G).to(torch.int8), dim=1, stable=True)[:, :m]  # member class ids first
-    is_member = torch.arange(m, device=G.device)[None, :] < size[:, None]
-    q = probs.new_zeros(target.shape)
-    for j in range(m):
-        idx = members[target, j]
-        pj = probs.gather(1, idx.unsqueeze(1)).squeeze(1)
-        q = q + pj * is_member[target, j]
+    """``q_{t(v)}(v)``: the summed probability of each voxel's target group (``target`` ≥ 0 everywhere).
+
+    Singleton targets are a gather; only voxels of merged groups pay for the sum over members.
+    """
+    G = (grouping > 0.5).to(probs.dtype)
+    multi_group = G.sum(1) > 1
+    first = G.argmax(1)
+    q = probs.gather(1, first[target].unsqueeze(1)).squeeze(1)
+    multi = multi_group[target]
+    if bool(multi.any()):
+        pm = probs.movedim(1, -1)[multi]  # [n_multi, K]
+        q = q.masked_scatter(multi, (pm * G[target[multi]]).sum(-1))
     return q.clamp(0.0, 1.0)
 
 
