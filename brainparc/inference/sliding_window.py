@@ -437,7 +437,10 @@ def sliding_window(
     reduces = [reduce] * len(acc.sums) if reduce is None or isinstance(reduce, str) else list(reduce)
     if len(reduces) != len(acc.sums):
         raise ValueError(f"reduce has {len(reduces)} entries for {len(acc.sums)} outputs")
-    results = []
-    while acc.sums:  # pop as we go so each accumulator is freed once finalised
-        results.append(_finalise(acc.sums.pop(0), acc.wsum, roi_n, shape, reduces[len(results)]))
-    return tuple(results)
+    # Largest accumulator first, each dropped once finalised: the full-size outputs of the small ones are then never
+    # held together with the big (107-channel) sum.
+    results: dict[int, torch.Tensor | Reduced] = {}
+    for k in sorted(range(len(acc.sums)), key=lambda k: -acc.sums[k].numel()):
+        results[k] = _finalise(acc.sums[k], acc.wsum, roi_n, shape, reduces[k])
+        acc.sums[k] = torch.empty(0)
+    return tuple(results[k] for k in range(len(results)))
