@@ -96,10 +96,12 @@ def random_spatial_grid(
 
     Output voxel x samples source point ``centre + A·(x − c_out) + d(x)`` (voxel units), with A from
     :func:`_affine_matrix` and d the smooth random displacement; identity A and d = 0 when ``params.deform`` is False.
-    ``centre`` defaults to the source centre.
+    ``c_out = out_shape // 2`` and ``centre`` defaults to ``in_shape // 2``: integer centres keep undeformed samples
+    on voxel centres for even sizes too (a ``(n − 1)/2`` centre would put nearest sampling on half-voxel ties), and
+    an undeformed window is the slice starting at ``centre − out_shape // 2`` (as ``data.window_start``).
     """
     size_in = torch.tensor(in_shape, dtype=torch.float32)
-    c_src = (size_in - 1) / 2 if centre is None else torch.tensor(centre, dtype=torch.float32)
+    c_src = torch.tensor([n // 2 for n in in_shape] if centre is None else centre, dtype=torch.float32)
     A = torch.eye(3)
     shift = c_src.clone()
     if params.deform:
@@ -110,7 +112,7 @@ def random_spatial_grid(
     norm = 2.0 / (size_in - 1).clamp(min=1)
     A = (A * norm[:, None]).flip(0)
     shift = (shift * norm - 1.0).flip(0)
-    axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in out_shape]
+    axes = [torch.arange(n, dtype=torch.float32) - n // 2 for n in out_shape]
     X, Y, Z = out_shape
     pts = (
         (axes[0].view(X, 1, 1, 1) * A[:, 0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -23,55 +22,10 @@ from brainparc.train.data import (
 from brainparc.train.labelsets import IGNORE
 from brainparc.train.synth import SynthParams
 from tests.conftest import SHARED_DATA, needs_shared_data
+from tests.train.conftest import PATCH as P
+from tests.train.conftest import phantom_labels, save_nifti
 
 torch.set_num_threads(1)
-P = 16
-
-
-def _save(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4)), str(path))
-
-
-def _phantom(shape, inner, outer):
-    g = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    r = np.sqrt(sum(x**2 for x in g))
-    lab = np.zeros(shape, np.int32)
-    lab[r < 0.9] = outer
-    lab[r < 0.5] = inner
-    return lab
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Path:
-    rows = ["IDs,folder,fold"]
-    # BrainParc-style subjects (full labels); one uses the brain_sober alias, one has no edge file at all
-    for i, (fold, edge_name) in enumerate([(3, "brain_edge.nii.gz"), (3, "brain_sober.nii.gz"), (2, None)]):
-        d = tmp_path / "data" / "HCP" / f"s{i}"
-        lab = _phantom((20, 22, 18), inner=91, outer=1)  # WM inside cortex
-        _save(lab.astype(np.float32), d / "dk-struct.nii.gz")
-        _save((lab > 0) * (100.0 + 50 * (lab == 91)), d / "brain.nii.gz")
-        if edge_name:
-            _save(np.full(lab.shape, 7, np.int16), d / edge_name)
-        rows.append(f"s{i},HCP,{fold}")
-    # Mindboggle-style folder: FreeSurfer ids, no WM label, a declaration file; a volume smaller than the patch
-    d = tmp_path / "data" / "MB" / "m0"
-    lab = _phantom((10, 12, 9), inner=0, outer=1024)
-    _save(lab.astype(np.float32), d / "dk-struct.nii.gz")
-    _save((_phantom((10, 12, 9), 1, 1) > 0) * 80.0, d / "brain.nii.gz")
-    (tmp_path / "data" / "MB" / "labels.json").write_text(json.dumps({"declaration": "dkt31_aseg"}))
-    rows.append("m0,MB,3")
-    # label-only whole-head maps (always synthesised), declared with a label_file
-    d = tmp_path / "data" / "SS" / "h0"
-    _save(_phantom((20, 20, 20), inner=2, outer=3).astype(np.int32) + 0, d / "labels.nii.gz")
-    (tmp_path / "data" / "SS" / "labels.json").write_text(
-        json.dumps({"declaration": "aseg", "label_file": "labels.nii.gz"})
-    )
-    rows.append("h0,SS,3")
-    rows.append("t0,HCP,1")  # a test subject (not created: never loaded)
-    (tmp_path / "csvfile").mkdir()
-    (tmp_path / "csvfile" / "file_list.csv").write_text("\n".join(rows) + "\n")
-    return tmp_path
 
 
 def test_file_list_and_folds(layout: Path):
@@ -148,9 +102,9 @@ def test_augmented_real_patch(layout: Path):
 
 def test_strip_task(tmp_path: Path):
     d = tmp_path / "data" / "AS" / "a0"
-    head = _phantom((20, 20, 20), 2, 1).astype(np.float32) * 40
-    _save(head, d / "pseudo_brain.nii.gz")
-    _save((_phantom((20, 20, 20), 1, 0) > 0).astype(np.float32), d / "skull_strip.nii.gz")
+    head = phantom_labels((20, 20, 20), 2, 1).astype(np.float32) * 40
+    save_nifti(head, d / "pseudo_brain.nii.gz")
+    save_nifti((phantom_labels((20, 20, 20), 1, 0) > 0).astype(np.float32), d / "skull_strip.nii.gz")
     (tmp_path / "csvfile").mkdir()
     (tmp_path / "csvfile" / "file_list.csv").write_text("IDs, folder, fold\na0, AS, 3\n")
     ds = PatchDataset(tmp_path, "train", task="strip", patch_size=P)

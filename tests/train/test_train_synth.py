@@ -80,6 +80,9 @@ def test_crop_and_odd_sizes():
     # a pure crop (no deformation) equals slicing
     _, crop = synthesize(lab, gen(3), SynthParams(deform=False), out_shape=(5, 7, 3), centre=(8.0, 11.0, 4.0))
     assert torch.equal(crop, lab[6:11, 8:15, 3:6])
+    # even sizes: no half-voxel ties, the window starts at centre - size // 2
+    _, crop = synthesize(lab, gen(3), SynthParams(deform=False), out_shape=(6, 8, 4), centre=(8.0, 11.0, 4.0))
+    assert torch.equal(crop, lab[5:11, 7:15, 2:6])
 
 
 def test_background_zero_and_lowres_path():

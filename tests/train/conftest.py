@@ -1,0 +1,58 @@
+"""Fixtures of the training tests: a tiny seed layout with NIfTI files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+PATCH = 16
+
+
+def save_nifti(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4)), str(path))
+
+
+def phantom_labels(shape, inner, outer):
+    g = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt(sum(x**2 for x in g))
+    lab = np.zeros(shape, np.int32)
+    lab[r < 0.9] = outer
+    lab[r < 0.5] = inner
+    return lab
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    rows = ["IDs,folder,fold"]
+    # BrainParc-style subjects (full labels); one uses the brain_sober alias, one has no edge file at all
+    for i, (fold, edge_name) in enumerate([(3, "brain_edge.nii.gz"), (3, "brain_sober.nii.gz"), (2, None)]):
+        d = tmp_path / "data" / "HCP" / f"s{i}"
+        lab = phantom_labels((20, 22, 18), inner=91, outer=1)  # WM inside cortex
+        save_nifti(lab.astype(np.float32), d / "dk-struct.nii.gz")
+        save_nifti((lab > 0) * (100.0 + 50 * (lab == 91)), d / "brain.nii.gz")
+        if edge_name:
+            save_nifti(np.full(lab.shape, 7, np.int16), d / edge_name)
+        rows.append(f"s{i},HCP,{fold}")
+    # Mindboggle-style folder: FreeSurfer ids, no WM label, a declaration file; a volume smaller than the patch
+    d = tmp_path / "data" / "MB" / "m0"
+    lab = phantom_labels((10, 12, 9), inner=0, outer=1024)
+    save_nifti(lab.astype(np.float32), d / "dk-struct.nii.gz")
+    save_nifti((phantom_labels((10, 12, 9), 1, 1) > 0) * 80.0, d / "brain.nii.gz")
+    (tmp_path / "data" / "MB" / "labels.json").write_text(json.dumps({"declaration": "dkt31_aseg"}))
+    rows.append("m0,MB,3")
+    # label-only whole-head maps (always synthesised), declared with a label_file
+    d = tmp_path / "data" / "SS" / "h0"
+    save_nifti(phantom_labels((20, 20, 20), inner=2, outer=3).astype(np.int32) + 0, d / "labels.nii.gz")
+    (tmp_path / "data" / "SS" / "labels.json").write_text(
+        json.dumps({"declaration": "aseg", "label_file": "labels.nii.gz"})
+    )
+    rows.append("h0,SS,3")
+    rows.append("t0,HCP,1")  # a test subject (not created: never loaded)
+    (tmp_path / "csvfile").mkdir()
+    (tmp_path / "csvfile" / "file_list.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
