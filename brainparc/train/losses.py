@@ -1,5 +1,7 @@
 """Losses of the BrainParc cascade, generalised to partially labelled data (pure tensor functions).
 
+All functions compute in float32 (inputs in half precision are upcast) and work under autocast.
+
 Notation: ``p`` are the network's class probabilities ``[B, K, *spatial]`` (softmax for tissue/parcels, sigmoid for
 boundaries); ``t`` is a target map ``[B, *spatial]`` of **group** ids, ``-1`` = ignored; ``G`` is the grouping matrix
 (n_groups × K, 0/1, :mod:`brainparc.train.labelsets`) and ``S_h`` the class set of group ``h``.  The probability of a
@@ -13,8 +15,10 @@ Differences from the reference (spec §4.4, §7) are stated in each docstring: t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +43,21 @@ __all__ = [
     "strip_loss",
     "volume_fractions",
 ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _fp32(fn: _F) -> _F:
+    """Run ``fn`` with autocast disabled on the device of its first tensor argument (float32 sums, no fp16 overflow)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        dev = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device_type=dev, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------- partial labels
@@ -68,6 +87,7 @@ def _target_sums(probs: Tensor, target: Tensor, n_groups: int, ignore_index: int
     return Sc[:, :n_groups], counts[:n_groups]
 
 
+@_fp32
 def partial_dice_loss(
     probs: Tensor,
     target: Tensor,
@@ -99,7 +119,8 @@ def partial_dice_loss(
     Reference difference (§7 item 11): the reference computes Σ_c α̂_c (1 − dice_c) / K with α̂ normalised to sum 1,
     i.e. divides by the class count twice; this is the plain weighted mean (= reference × K for singletons).
     """
-    G = grouping.to(probs.dtype)
+    probs = probs.float()  # sums over ~10⁶ voxels: never in half precision
+    G = grouping.to(probs.device, probs.dtype)
     H = G.shape[0]
     Sc, counts = _target_sums(probs, target, H, ignore_index)
     S = (G @ Sc).T  # S[h, g] = Σ_{v: t(v)=h} q_g(v)
@@ -134,6 +155,7 @@ def _group_prob_at_target(probs: Tensor, target: Tensor, grouping: Tensor) -> Te
     return q.clamp(0.0, 1.0)
 
 
+@_fp32
 def partial_focal_loss(
     probs: Tensor,
     target: Tensor,
@@ -153,6 +175,7 @@ def partial_focal_loss(
     Reference difference: the reference normalises α to sum 1 (uniform α → 1/K); here α is used as given, so with
     ``alpha=None`` this is ``K ×`` the reference's uniform focal loss.
     """
+    probs = probs.float()
     valid = target != ignore_index
     t = torch.where(valid, target, torch.zeros_like(target)).long()
     q = _group_prob_at_target(probs, t, grouping)
@@ -199,6 +222,7 @@ def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * m).sum() / m.sum().clamp(min=1)
 
 
+@_fp32
 def gradient_f1_loss(
     pred: Tensor,
     target: Tensor,
@@ -216,6 +240,7 @@ def gradient_f1_loss(
     ``mask`` (broadcastable to ``pred``) restricts all sums to voxels whose boundary target is known.
     """
     ch = list(channels)
+    pred = pred.float()
     P, T = pred[:, ch], target[:, ch].to(pred.dtype)
     gP, gT = P - soft_erode(P), T - soft_erode(T)
     m = torch.ones_like(P) if mask is None else mask.to(P.dtype).expand_as(P)
@@ -224,6 +249,7 @@ def gradient_f1_loss(
     return 1 - 2 * prec * sens / (prec + sens)
 
 
+@_fp32
 def boundary_loss(
     pred: Tensor,
     target: Tensor,
@@ -237,10 +263,13 @@ def boundary_loss(
 
     BCE is over all 4 sigmoid channels, mean over the voxels where ``mask`` is set (all when ``None``).
     """
-    bce = F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target.to(pred.dtype), reduction="none")
+    # written out rather than F.binary_cross_entropy, which refuses to run under CUDA autocast
+    p, t = pred.float().clamp(eps, 1 - eps), target.float()
+    bce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
     return f1_weight * gradient_f1_loss(pred, target, channels, mask) + bce_weight * _masked_mean(bce, mask)
 
 
+@_fp32
 def consistency_loss(boundary: Tensor, tissue: Tensor, parc: Tensor, parc_to_tissue: Tensor) -> Tensor:
     """Tissue–boundary and tissue–parcel consistency of one branch (no labels needed).
 
@@ -250,6 +279,7 @@ def consistency_loss(boundary: Tensor, tissue: Tensor, parc: Tensor, parc_to_tis
     (§7 item 10), uses the *small* tissue map minus the erosion of the *big* one for the big branch; call this once per
     branch and average to get the corrected reference term.
     """
+    boundary, tissue, parc = boundary.float(), tissue.float(), parc.float()
     n_t = tissue.shape[1]
     A = F.one_hot(torch.as_tensor(parc_to_tissue, device=parc.device).long(), n_t).T.to(parc.dtype)  # [4, K]
     agg = torch.einsum("tk,bk...->bt...", A, parc)

@@ -229,3 +229,14 @@ def test_class_weights_metadata_is_json_ready():
     meta = class_weights_metadata(f)
     assert len(meta["alpha"]) == 107 and meta["alpha"][0] == 0.4
     json.dumps(meta)
+
+
+def test_losses_are_float32_under_autocast():
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(1, 4, 6, 6, 6), 1).bfloat16()
+    t = torch.randint(0, 4, (1, 6, 6, 6))
+    ref = partial_dice_loss(p.float(), t, torch.eye(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = [partial_dice_loss(p, t, torch.eye(4)), partial_focal_loss(p, t, torch.eye(4)), boundary_loss(p, p > 0.3)]
+    assert all(x.dtype == torch.float32 for x in out)
+    assert out[0].item() == pytest.approx(ref.item(), abs=1e-6)
