@@ -52,6 +52,7 @@ from brainparc.train.labelsets import IGNORE, CompiledDeclaration, GroupRegistry
 from brainparc.train.synth import (
     SynthParams,
     augment_intensity,
+    lateral_classes,
     random_spatial_grid,
     resample,
     synthesize,
@@ -364,7 +365,10 @@ class PatchDataset(Dataset):
             labels = np.where((labels == 0) & brain, fresh, labels)
         params = self.synth_params
         priors = self._priors(compiled, fresh)
-        img, lab = synthesize(torch.from_numpy(labels), gen, params, (P,) * 3, tuple(map(float, centre)), priors)
+        classes = lateral_classes(fresh + 1, compiled.declaration.label_space)
+        img, lab = synthesize(
+            torch.from_numpy(labels), gen, params, (P,) * 3, tuple(map(float, centre)), priors, classes
+        )
         lab_np = lab.numpy()
         in_brain = lab_np == fresh
         lab_np = np.where(in_brain, 0, lab_np)

@@ -31,6 +31,7 @@ __all__ = [
     "SynthParams",
     "augment_intensity",
     "gaussian_blur",
+    "lateral_classes",
     "random_spatial_grid",
     "resample",
     "synthesize",
@@ -214,6 +215,7 @@ def synthesize(
     out_shape: tuple[int, int, int] | None = None,
     centre: tuple[float, float, float] | None = None,
     priors: tuple[Tensor, Tensor] | None = None,
+    classes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Random image and deformed labels from an integer label volume ``[X, Y, Z]`` (values ≥ 0).
 
@@ -228,6 +230,10 @@ def synthesize(
     priors
         Optional ``(mean, std)`` lookup tables indexed by label value: with probability ``prior_prob`` each
         label's mean is drawn from ``N(mean[l], std[l])`` instead of ``U(mean_range)`` (see :func:`tissue_priors`).
+
+    classes
+        Optional lookup table label value → intensity class: values of one class share their random draws (e.g.
+        left and right homologues, :func:`lateral_classes`), as SynthSeg's generation classes.
 
     Returns
     -------
@@ -250,15 +256,20 @@ def synthesize(
         raise ValueError("labels must be non-negative")
     lab = lab_f.round().long()
     n_ids = int(hi.round()) + 1
+    cls = torch.arange(n_ids) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+    if cls.numel() < n_ids:
+        raise ValueError(f"classes must cover label values 0..{n_ids - 1}")
+    cls = cls[:n_ids]
+    n_cls = int(cls.max()) + 1
     use_priors = priors is not None and float(_u(gen, 0, 1)) < p.prior_prob
     if not use_priors:
-        means = _u(gen, *p.mean_range, n_ids).float()
+        means = _u(gen, *p.mean_range, n_cls).float()[cls]
     else:
-        pm, ps = (torch.as_tensor(t, dtype=torch.float32) for t in priors)
+        pm, ps = (torch.as_tensor(t, dtype=torch.float32) for t in priors)  # type: ignore[union-attr]
         if pm.numel() < n_ids or ps.numel() < n_ids:
             raise ValueError(f"priors must cover label values 0..{n_ids - 1}")
-        means = pm[:n_ids] + ps[:n_ids] * torch.randn(n_ids, generator=gen)
-    stds = _u(gen, *p.std_range, n_ids).float()
+        means = pm[:n_ids] + ps[:n_ids] * torch.randn(n_cls, generator=gen)[cls]
+    stds = _u(gen, *p.std_range, n_cls).float()[cls]
     if float(_u(gen, 0, 1)) < p.invert_prob:
         # mirror the foreground contrast inside the range of the drawn means (WM > GM becomes WM < GM)
         fg = means[1:]
@@ -287,3 +298,30 @@ def tissue_priors(
         if t is not None and 0 <= v < n_values:
             m[v], s[v] = means[t], std
     return m, s
+
+
+# FreeSurfer right-hemisphere aseg ids and their left homologues
+_FS_RIGHT_TO_LEFT = {41: 2, 42: 3, 43: 4, 44: 5, 46: 7, 47: 8, 49: 10, 50: 11, 51: 12, 52: 13, 53: 17, 54: 18, 58: 26,
+                     60: 28, 62: 30, 63: 31, 45: 6}  # fmt: skip
+
+
+def lateral_classes(n_values: int, label_space: str) -> Tensor:
+    """Intensity classes that pair left/right homologues (right value → left value), identity elsewhere.
+
+    ``freesurfer``: aseg pairs (41→2, 42→3, …) and cortical parcels 2xxx→1xxx; ``brainparc``: indices 1–96 are
+    left (odd) / right (even) pairs (spec §2.3); ``tissue``: identity.
+    """
+    cls = torch.arange(n_values)
+    if label_space == "freesurfer":
+        for r, left in _FS_RIGHT_TO_LEFT.items():
+            if r < n_values:
+                cls[r] = left
+        if n_values > 2000:
+            ctx = torch.arange(2000, min(n_values, 3000))
+            cls[ctx] = ctx - 1000
+    elif label_space == "brainparc":
+        even = torch.arange(2, max(2, min(n_values, 97)), 2)
+        cls[even] = even - 1
+    elif label_space != "tissue":
+        raise ValueError(f"unknown label space {label_space!r}")
+    return cls

@@ -109,3 +109,24 @@ def test_tissue_priors_table():
     mean, std = tissue_priors({2: 3, 3: 2, 24: 1, 0: 0, 165: None}, 200)
     assert mean[2] == pytest.approx(TISSUE_PRIOR_MEANS[3]) and mean[3] == pytest.approx(TISSUE_PRIOR_MEANS[2])
     assert std[2] == pytest.approx(0.08) and std[165] == pytest.approx(0.3) and mean.shape == (200,)
+
+
+def test_lateral_classes_share_intensities():
+    from brainparc.train.synth import lateral_classes
+
+    fs = lateral_classes(2100, "freesurfer")
+    assert fs[41] == 2 and fs[42] == 3 and fs[2024] == 1024 and fs[24] == 24 and fs[1024] == 1024
+    bp = lateral_classes(107, "brainparc")
+    assert bp[2] == 1 and bp[92] == 91 and bp[96] == 95 and bp[97] == 97 and bp[1] == 1
+    assert lateral_classes(4, "tissue").tolist() == [0, 1, 2, 3] and lateral_classes(30, "freesurfer")[3] == 3
+    lab = torch.zeros(10, 10, 10, dtype=torch.long)
+    lab[2:5], lab[5:8] = 2, 41
+    img, _ = synthesize(
+        lab,
+        gen(0),
+        SynthParams(
+            deform=False, bias_std=0.0, std_range=(0.0, 0.0), blur_sigma=(0, 0), lowres_prob=0.0, noise_std=(0.0, 0.0)
+        ),
+        classes=lateral_classes(42, "freesurfer"),
+    )
+    torch.testing.assert_close(img[3, 3, 3], img[6, 3, 3])
