@@ -79,7 +79,7 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
 
     from brainparc.inference import predict_brain_mask, predict_parcellation, set_threads
     from brainparc.inference.sliding_window import plan_windows
-    from brainparc.models import build
+    from brainparc.models import PRESETS, build
 
     set_threads(nthreads)
     torch.manual_seed(0)
@@ -91,11 +91,11 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
     capped = CappedModel(model, max_windows)
     start = time.perf_counter()
     if preset.startswith("autostrip"):
-        card = {"normalisation": "minmax"}
+        card = {"normalisation": "minmax", **PRESETS[preset].card}
         predict_brain_mask(capped, pseudo, card, device="cpu", batch_size=batch_size)
         region, per_voxel = pseudo != 0, 2 * 4 + 4
     else:
-        card = {"normalisation": "official-zscore"}
+        card = {"normalisation": "official-zscore", **PRESETS[preset].card}
         predict_parcellation(capped, intensity, edge, card, mask=mask, device="cpu", batch_size=batch_size)
         region, per_voxel = mask, 4 * 4 + 107 * 2 + 4
     wall = time.perf_counter() - start
@@ -107,6 +107,7 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
     extrapolated = wall + max(windows - capped.real_windows, 0) * per_window
     return {
         "preset": preset,
+        "normalisation": card["normalisation"],
         "windows": windows,
         "real_windows": capped.real_windows,
         "build_s": round(build_s, 1),
