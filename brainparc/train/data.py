@@ -204,6 +204,9 @@ def _load(path: Path) -> np.ndarray:
 class PatchDataset(Dataset):
     """Random training patches from the seed layout (one per subject and epoch); see the module docstring.
 
+    Pass one ``registry`` to the training and validation datasets so that their group ids agree (the losses take
+    ``registry.grouping``).  A subject folder with only ``tissue.nii.gz`` is read with the ``tissue_only`` declaration.
+
     Items are dicts: ``image`` float32 ``[C, P, P, P]`` (``parc``: intensity + edge, z-scored; ``strip``: intensity),
     ``target`` int64 ``[P, P, P]`` (parc: group ids of ``registry``, IGNORE = -1; strip: 0/1, IGNORE outside the
     volume), ``synthetic`` bool, ``subject`` ``"<folder>/<ID>"``.
@@ -246,6 +249,8 @@ class PatchDataset(Dataset):
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
             decl, label_file = folder_declaration(self.root / "data" / folder)
             self.declarations[folder] = (self.registry.compile(decl), label_file)
+        # subjects with only tissue.nii.gz are read as tissue maps (compiled up front: workers never grow the registry)
+        self.tissue_fallback = self.registry.compile(load_declaration("tissue_only"))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -277,6 +282,8 @@ class PatchDataset(Dataset):
             lab_path = e.path / label_file if label_file else (find_file(e.path, "parc") or find_file(e.path, "tissue"))
         if lab_path is None or not lab_path.is_file():
             raise FileNotFoundError(f"{e.path}: no label file ({FILE_ALIASES['parc'] + FILE_ALIASES['mask']})")
+        if lab_path.name == FILE_ALIASES["tissue"][0] and compiled.declaration.label_space != "tissue":
+            compiled = self.tissue_fallback
         labels = np.rint(_load(lab_path)).astype(np.int32)
         image = None if img_path is None else _load(img_path).astype(np.float32)
         brain = image > 0 if (image is not None and self.task == "parc") else None
@@ -290,7 +297,14 @@ class PatchDataset(Dataset):
         if image is not None and self.task == "parc":
             edge_path = find_file(e.path, "edge")
             edge = _load(edge_path).astype(np.float32) if edge_path else "missing"
-        return {"image": image, "edge": edge, "labels": labels, "targets": targets, "brain": brain}
+        return {
+            "image": image,
+            "edge": edge,
+            "labels": labels,
+            "targets": targets,
+            "brain": brain,
+            "compiled": compiled,
+        }
 
     def _centre(self, targets: np.ndarray, gen: torch.Generator) -> list[int]:
         if float(torch.rand((), generator=gen)) < self.foreground_prob:
@@ -356,8 +370,7 @@ class PatchDataset(Dataset):
 
     def _synthetic_patch(self, index: int, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
         P = self.patch_size
-        e = self.entries[index]
-        compiled, _ = self.declarations[e.folder]
+        compiled = vol["compiled"]
         labels = vol["labels"].astype(np.int64)
         fresh = int(labels.max()) + 1
         if compiled.needs_brain_mask:  # unlabelled brain (e.g. cerebral WM of DKT31 data) gets its own intensity

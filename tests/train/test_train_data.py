@@ -156,3 +156,19 @@ def test_fully_labelled_fractions(layout: Path):
     f = fully_labelled_fractions(ds)  # only the two HCP subjects (full declaration) count
     assert f.shape == (107,) and f.sum() == pytest.approx(1.0)
     assert f[1] > 0 and f[91] > 0 and f[5] == 0
+
+
+def test_tissue_file_only_subject(tmp_path: Path):
+    d = tmp_path / "data" / "TIS" / "x0"
+    tissue = phantom_labels((20, 20, 20), inner=3, outer=2)
+    save_nifti(tissue.astype(np.float32), d / "tissue.nii.gz")
+    save_nifti((tissue > 0) * 60.0, d / "brain.nii.gz")
+    save_nifti(np.ones((20, 20, 20), np.int16), d / "brain_edge.nii.gz")
+    (tmp_path / "csvfile").mkdir()
+    (tmp_path / "csvfile" / "file_list.csv").write_text("IDs,folder,fold\nx0,TIS,3\n")
+    ds = PatchDataset(tmp_path, "train", patch_size=P)
+    vol = ds.load_subject(0)
+    assert vol["compiled"].declaration.name == "tissue_only"
+    wm_group = ds.registry.groups[int(vol["targets"][10, 10, 10])]
+    assert 91 in wm_group and 92 in wm_group and 1 not in wm_group  # WM parcels, not "Left Precentral"
+    assert ds.registry.tissue_targets(vol["targets"])[10, 10, 10] == 3
