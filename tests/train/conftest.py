@@ -8,8 +8,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+
+from brainparc.train.targets import centre_crop
 
 PATCH = 16
+VALID = 8
 
 
 def save_nifti(arr: np.ndarray, path: Path) -> None:
@@ -56,3 +61,22 @@ def layout(tmp_path: Path) -> Path:
     (tmp_path / "csvfile").mkdir()
     (tmp_path / "csvfile" / "file_list.csv").write_text("\n".join(rows) + "\n")
     return tmp_path
+
+
+class StubCascade(torch.nn.Module):
+    """Six outputs shaped like the BrainParc cascade's (boundary/tissue/parcel × small/big) from one conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(2, 4 + 4 + 107, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.conv(x)
+        small, big = centre_crop(y, VALID), F.interpolate(y, size=(VALID,) * 3, mode="trilinear", align_corners=False)
+        out = []
+        for branch in (small, big):
+            out.append(
+                (torch.sigmoid(branch[:, :4]), torch.softmax(branch[:, 4:8], 1), torch.softmax(branch[:, 8:], 1))
+            )
+        (bs, ts, ps), (bb, tb, pb) = out
+        return bs, bb, ts, tb, ps, pb

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from brainparc.train.data import PatchDataset, seed_worker
 from brainparc.train.losses import adaptive_class_weights, cascade_loss
-from brainparc.train.targets import branch_targets, centre_crop
+from brainparc.train.targets import branch_targets
 from tests.train.conftest import PATCH as P
+from tests.train.conftest import VALID as V
+from tests.train.conftest import StubCascade
 
 torch.set_num_threads(1)
-V = 8
-
-
-class StubCascade(torch.nn.Module):
-    """Six outputs shaped like the BrainParc cascade's (boundary/tissue/parcel × small/big) from one conv."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv3d(2, 4 + 4 + 107, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = self.conv(x)
-        small, big = centre_crop(y, V), F.interpolate(y, size=(V,) * 3, mode="trilinear", align_corners=False)
-        out = []
-        for branch in (small, big):
-            out.append(
-                (torch.sigmoid(branch[:, :4]), torch.softmax(branch[:, 4:8], 1), torch.softmax(branch[:, 8:], 1))
-            )
-        (bs, ts, ps), (bb, tb, pb) = out
-        return bs, bb, ts, tb, ps, pb
 
 
 def test_dataset_to_cascade_loss(layout):

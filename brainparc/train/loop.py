@@ -1,0 +1,238 @@
+"""A small, composable trainer: model, loss, optimiser and scheduler factories are passed in.
+
+Fixes of the reference loop (§7 item 9): the optimiser is created once (the reference re-created Adam every epoch,
+resetting its moments); ``set_epoch`` is called on the sampler and the dataset; only rank 0 writes, atomically, at the
+*end* of an epoch; a non-finite loss raises instead of being swallowed by a bare ``except``.  ``resume`` restores the
+model, optimiser, scheduler, gradient scaler, epoch, step and the torch/numpy/random RNG states, so an interrupted
+run continues exactly (on a deterministic device).
+
+Usage::
+
+    trainer = Trainer(model, cascade_loss_fn(registry, valid_size=96, big_size=96, alpha=alpha),
+                      lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True),
+                      lambda o: torch.optim.lr_scheduler.LambdaLR(o, reference_lr_factor),
+                      device=device, out_dir=out, rank=env.rank)
+    trainer.fit(make_loader(dataset, 2, env), epochs=200)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from brainparc.train.labelsets import GroupRegistry
+from brainparc.train.losses import CascadeWeights, cascade_loss
+from brainparc.train.targets import branch_targets
+
+__all__ = ["Trainer", "cascade_loss_fn", "reference_lr_factor"]
+
+LOGGER = logging.getLogger(__name__)
+LossFn = Callable[[Sequence[Tensor], Mapping[str, Any]], tuple[Tensor, dict[str, float]]]
+
+
+def reference_lr_factor(epoch: int) -> float:
+    """The reference schedule relative to 1e-3 (spec §4.5): 1e-3 up to epoch 20, 5e-4 to 200, then 1e-4."""
+    return 1.0 if epoch <= 20 else (0.5 if epoch <= 200 else 0.1)
+
+
+def cascade_loss_fn(
+    registry: GroupRegistry,
+    valid_size: int,
+    big_size: int,
+    alpha: Tensor | Sequence[float] | None = None,
+    weights: CascadeWeights | None = None,
+) -> LossFn:
+    """Loss callable for :class:`Trainer`: branch targets from ``batch["target"]`` then :func:`cascade_loss`."""
+    G = torch.as_tensor(registry.grouping)
+    Gt = torch.as_tensor(registry.tissue_grouping)
+    tissue_of_class = torch.as_tensor(registry.tissue_of_class)
+    tissue_of_group = torch.as_tensor(registry.tissue_of_group)
+    a = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
+
+    def loss(outputs: Sequence[Tensor], batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        dev = outputs[0].device
+        targets = branch_targets(batch["target"].to(dev), tissue_of_group.to(dev), valid_size, big_size)
+        return cascade_loss(
+            outputs,
+            targets,
+            G.to(dev),
+            Gt.to(dev),
+            tissue_of_class.to(dev),
+            alpha=None if a is None else a.to(dev),
+            weights=weights or CascadeWeights(),
+        )
+
+    return loss
+
+
+def _rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain Python values (loadable with ``weights_only=True``)."""
+    _, key, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - the legacy state libraries use
+    version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Epoch loop around a passed-in model, loss callable and optimiser/scheduler factories.
+
+    Parameters
+    ----------
+    model
+        Any module (possibly DDP-wrapped); called as ``model(batch["image"])``.
+    loss_fn
+        ``loss_fn(outputs, batch) -> (loss, parts)`` (e.g. :func:`cascade_loss_fn`).
+    optimizer_factory, scheduler_factory
+        ``f(parameters) -> Optimizer`` and ``g(optimizer) -> LRScheduler`` (stepped once per epoch).
+    device, out_dir, rank
+        Where to compute; where rank 0 writes ``checkpoints/chk_<epoch>.pt`` and ``last.pt``; this process's rank.
+    amp, grad_clip
+        Mixed precision on CUDA (bf16 autocast) and an optional gradient-norm clip.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+        scheduler_factory: Callable[[torch.optim.Optimizer], Any] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        out_dir: str | os.PathLike[str] | None = None,
+        rank: int = 0,
+        amp: bool = False,
+        grad_clip: float | None = None,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer_factory(self.model.parameters())  # once: Adam moments survive epochs
+        self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory else None
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.rank, self.grad_clip = rank, grad_clip
+        self.amp = amp and self.device.type == "cuda"
+        self.epoch, self.step = 0, 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """One optimisation step; returns the loss parts (``total`` included)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        image = batch["image"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            outputs = self.model(image)
+        loss, parts = self.loss_fn(outputs, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {self.epoch}, step {self.step}: {batch.get('subject')}")
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return parts
+
+    def train_epoch(self, loader: Iterable[Mapping[str, Any]], max_steps: int | None = None) -> dict[str, float]:
+        """One pass over ``loader`` (after ``set_epoch`` on its sampler and dataset); mean loss parts."""
+        for obj in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(self.epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        for i, batch in enumerate(loader):
+            if max_steps is not None and i >= max_steps:
+                break
+            for k, v in self.train_step(batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def fit(
+        self,
+        loader: Iterable[Mapping[str, Any]],
+        epochs: int,
+        save_every: int = 1,
+        max_steps_per_epoch: int | None = None,
+    ) -> list[dict[str, float]]:
+        """Train from ``self.epoch`` up to ``epochs`` (exclusive); checkpoint every ``save_every`` epochs (rank 0)."""
+        while self.epoch < epochs:
+            parts = self.train_epoch(loader, max_steps_per_epoch)
+            parts["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            self.history.append(parts)
+            if self.is_main:
+                LOGGER.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in parts.items()))
+            self.epoch += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if save_every and self.epoch % save_every == 0:
+                self.save_checkpoint()
+        return self.history
+
+    # ---------------------------------------------------------------------------------------------- state
+    def _bare_model(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)  # unwrap DDP / DataParallel
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`resume` needs (tensors and plain values only)."""
+        return {
+            "model": self._bare_model().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": _rng_state(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Write the state (rank 0 only; atomic) to ``path`` or ``out_dir/checkpoints/chk_<epoch>.pt`` + ``last.pt``."""
+        if not self.is_main or (path is None and self.out_dir is None):
+            return None
+        target = Path(path) if path is not None else self.out_dir / "checkpoints" / f"chk_{self.epoch}.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, target)
+        if path is None:
+            last = target.with_name("last.pt.tmp")
+            torch.save(self.state_dict(), last)
+            os.replace(last, target.with_name("last.pt"))
+        return target
+
+    def resume(self, path: str | os.PathLike[str]) -> None:
+        """Restore model, optimiser, scheduler, epoch, step, history and RNG states from a checkpoint."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self._bare_model().load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state.get("history", []))
+        _set_rng_state(state["rng"])

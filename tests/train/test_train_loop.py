@@ -1,0 +1,121 @@
+"""Trainer: overfitting, exact resume, rank-0-only writes, set_epoch; the brainparc-tiny preset (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainparc.train.data import PatchDataset
+from brainparc.train.distributed import DistEnv, make_loader
+from brainparc.train.loop import Trainer, cascade_loss_fn, reference_lr_factor
+from tests.train.conftest import PATCH, VALID, StubCascade
+
+torch.set_num_threads(1)
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-2, amsgrad=True)
+
+
+def _trainer(ds: PatchDataset, out: Path | None = None, rank: int = 0, seed: int = 0) -> Trainer:
+    torch.manual_seed(seed)
+    return Trainer(
+        StubCascade(),
+        cascade_loss_fn(ds.registry, VALID, VALID),
+        _adam,
+        lambda o: torch.optim.lr_scheduler.LambdaLR(o, reference_lr_factor),
+        out_dir=out,
+        rank=rank,
+    )
+
+
+def test_overfits_one_batch(layout):
+    ds = PatchDataset(layout, "train", patch_size=PATCH, seed=0)
+    batch = next(iter(make_loader(ds, 2, workers=0, shuffle=False)))
+    trainer = _trainer(ds)
+    losses = [trainer.train_step(batch)["total"] for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_continues_exactly(layout, tmp_path):
+    ds = PatchDataset(layout, "train", patch_size=PATCH, synth_ratio=0.5, seed=0)
+    loader = make_loader(ds, 2, workers=0)
+    full = _trainer(ds, tmp_path / "a")
+    full.fit(loader, epochs=3)
+    part = _trainer(ds, tmp_path / "b")
+    part.fit(loader, epochs=2)
+    assert (tmp_path / "b" / "checkpoints" / "chk_2.pt").is_file() and (
+        tmp_path / "b" / "checkpoints" / "last.pt"
+    ).is_file()
+    resumed = _trainer(ds, seed=123)  # different init: everything must come from the checkpoint
+    resumed.resume(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert resumed.epoch == 2 and resumed.optimizer.state  # Adam moments restored
+    resumed.fit(loader, epochs=3)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.history[-1]["total"] == pytest.approx(full.history[-1]["total"], rel=0, abs=0)
+    assert resumed.scheduler.last_epoch == full.scheduler.last_epoch == 3
+
+
+def test_only_rank0_writes(layout, tmp_path):
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    assert _trainer(ds, tmp_path, rank=1).save_checkpoint() is None
+    assert _trainer(ds, tmp_path, rank=1).save_checkpoint(tmp_path / "x.pt") is None
+    assert not any(tmp_path.rglob("*.pt"))
+    assert _trainer(ds, tmp_path, rank=0).save_checkpoint(tmp_path / "x.pt") == tmp_path / "x.pt"
+
+
+def test_set_epoch_reaches_sampler_and_dataset(layout):
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    loader = make_loader(ds, 2, DistEnv(rank=1, world_size=2), workers=0)
+    seen = []
+    loader.sampler.set_epoch = lambda e: seen.append(("sampler", e))
+    trainer = _trainer(ds)
+    trainer.fit(loader, epochs=2, save_every=0)
+    assert seen == [("sampler", 0), ("sampler", 1)] and ds.epoch == 1
+    assert len(loader) == 1  # 4 training subjects, 2 ranks, batch 2
+
+
+def test_non_finite_loss_raises(layout):
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    trainer = Trainer(StubCascade(), lambda out, b: (out[0].sum() * float("nan"), {}), _adam)
+    batch = next(iter(make_loader(ds, 2, workers=0)))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        trainer.train_step(batch)
+
+
+def test_dist_env_from_env():
+    env = DistEnv.from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"})
+    assert (env.rank, env.local_rank, env.world_size, env.is_main, env.distributed) == (3, 1, 4, False, True)
+    assert DistEnv.from_env({}) == DistEnv() and DistEnv().is_main
+    assert reference_lr_factor(20) == 1.0 and reference_lr_factor(21) == 0.5 and reference_lr_factor(201) == 0.1
+
+
+@pytest.mark.slow
+def test_tiny_preset_overfits_one_synthetic_case():
+    """brainparc-tiny's architecture (48³ window, 32³ outputs to keep it short) on one synthetic image.
+
+    Measured: total 26.1 → 12.0 in 20 Adam steps (lr 1e-2), ≈2.3 s per step on one shared CPU thread.
+    """
+    from brainparc import models
+    from brainparc.models.brainparc_net import BrainParcNet
+    from brainparc.train.data import _edge_array, _normalise
+    from brainparc.train.labelsets import GroupRegistry, builtin_declaration
+    from brainparc.train.synth import SynthParams, synthesize
+    from tests.train.conftest import phantom_labels
+
+    torch.manual_seed(0)
+    kwargs = dict(models.PRESETS["brainparc-tiny"].kwargs) | {"patch_size": 48, "valid_size": 32}
+    model = BrainParcNet(**kwargs)
+    reg = GroupRegistry()
+    reg.compile(builtin_declaration("full"))
+    lab = torch.from_numpy(phantom_labels((48, 48, 48), inner=91, outer=1)).long()
+    img, lab = synthesize(lab, torch.Generator().manual_seed(0), SynthParams(deform=False))
+    x = _normalise(img.numpy(), "official-zscore", None)
+    image = torch.stack([torch.from_numpy(x), torch.from_numpy(_normalise(_edge_array(x), "official-zscore", None))])
+    batch = {"image": image[None], "target": lab[None]}
+    trainer = Trainer(model, cascade_loss_fn(reg, 32, 32), lambda p: torch.optim.Adam(p, lr=1e-2))
+    losses = [trainer.train_step(batch)["total"] for _ in range(24)]
+    assert losses[-1] < 0.5 * losses[0], losses
