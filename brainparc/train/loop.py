@@ -226,6 +226,19 @@ class Trainer:
             os.replace(last, target.with_name("last.pt"))
         return target
 
+    def export(self, path: str | os.PathLike[str], **card: Any) -> dict[str, Any] | None:
+        """Write the weights with their model card (``brainparc.models.save``; rank 0 only).
+
+        Put the training provenance in ``card["training"]`` (e.g. epochs, label declarations, and the adaptive class
+        weights from :func:`brainparc.train.losses.class_weights_metadata`); the epoch is added to it.
+        """
+        if not self.is_main:
+            return None
+        from brainparc import models
+
+        training = {"epochs": self.epoch, "steps": self.step, **dict(card.pop("training", {}))}
+        return models.save(self._bare_model(), path, training=training, **card)
+
     def resume(self, path: str | os.PathLike[str]) -> None:
         """Restore model, optimiser, scheduler, epoch, step, history and RNG states from a checkpoint."""
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -93,6 +93,23 @@ def test_dist_env_from_env():
     assert reference_lr_factor(20) == 1.0 and reference_lr_factor(21) == 0.5 and reference_lr_factor(201) == 0.1
 
 
+def test_export_writes_a_model_card(tmp_path):
+    from brainparc import models
+    from brainparc.train.losses import class_weights_metadata
+
+    torch.manual_seed(0)
+    net = models.build("brainparc-tiny")
+    trainer = Trainer(net, lambda out, b: (out[0].sum(), {}), _adam)
+    trainer.epoch = 7
+    weights = class_weights_metadata([0.0] + [1 / 106] * 106)
+    card = trainer.export(tmp_path / "m.safetensors", training={"class_weights": weights})
+    assert card["training"]["epochs"] == 7 and card["training"]["class_weights"]["a"] == 1.19
+    _, card2 = models.load(tmp_path / "m.safetensors")
+    assert card2["training"]["class_weights"]["alpha"] == weights["alpha"]
+    rank1 = Trainer(net, lambda out, b: (out[0].sum(), {}), _adam, rank=1)
+    assert rank1.export(tmp_path / "n.safetensors") is None and not (tmp_path / "n.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_tiny_preset_overfits_one_synthetic_case():
     """brainparc-tiny's architecture (48³ window, 32³ outputs to keep it short) on one synthetic image.
