@@ -1,0 +1,263 @@
+"""One T1w image, end to end: the chain shared by ``brainparc parcellate`` and the BIDS workflow nodes.
+
+Stages: 1 load + validate · 2 conform to the model grid (LAS) · 3 N4 · 4 skull strip (template pseudo-brain refined
+by AutoStrip) · 5 Sobel edges · 6 BrainParc cascade · 7 parcel clean-up · 8 back to the input grid. Each stage is a
+call into :mod:`brainparc.core` / :mod:`brainparc.inference`; this module only sequences them and keeps the times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from brainparc import __version__, labels
+from brainparc.core.volumes import regional_volumes, rows_to_tsv
+from brainparc.outputs import save_nifti_atomic, staging_dir, write_atomic, write_json_atomic
+
+LOGGER = logging.getLogger(__name__)
+
+#: What ``--model default`` means: the bundled parcellation and skull-stripping weights.
+DEFAULT_MODELS = ("brainparc-lite", "autostrip-lite")
+
+#: Output file names of ``brainparc parcellate`` (all on the input grid).
+OUTPUT_FILES = {
+    "mask": "brain_mask.nii.gz",
+    "brain": "brain.nii.gz",
+    "tissue": "tissue_dseg.nii.gz",
+    "tissue_probs": "tissue_probseg.nii.gz",
+    "aparcaseg": "aparcaseg_dseg.nii.gz",
+    "brainparc": "brainparc_dseg.nii.gz",
+    "volumes": "volumes.tsv",
+    "provenance": "provenance.json",
+}
+
+
+@dataclass(frozen=True)
+class ParcellateOptions:
+    """Settings of one image's run (the CLI flags of ``brainparc parcellate``)."""
+
+    skull_strip: str = "auto"
+    brain_mask: Path | None = None
+    device: str = "auto"
+    nthreads: int | None = None
+    overlap: float = 0.5
+    bias_correct: bool = True
+    progress: bool = False
+
+
+@dataclass
+class LoadedModels:
+    """The parcellation network and the optional skull-stripping network with their cards."""
+
+    parc: Any
+    parc_card: dict[str, Any]
+    strip: Any | None = None
+    strip_card: dict[str, Any] | None = None
+
+
+@dataclass
+class ParcellationOutputs:
+    """Everything one run produced, on the input grid, plus provenance."""
+
+    mask: nib.Nifti1Image
+    brain: nib.Nifti1Image
+    tissue: nib.Nifti1Image
+    tissue_probs: nib.Nifti1Image
+    parc: nib.Nifti1Image  # BrainParc indices 0..106
+    provenance: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def load_models(specs: Sequence[str]) -> LoadedModels:
+    """Load the weights named on the command line (``default``, paths, or bundled names), one per task."""
+    from brainparc.models import load
+
+    names = [name for spec in specs for name in (DEFAULT_MODELS if spec == "default" else (spec,))]
+    by_task: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for name in names:
+        model, card = load(name)
+        task = card.get("task")
+        if task in by_task:
+            raise ValueError(f"two {task!r} models given ({by_task[task][1].get('preset')} and {name}); give one")
+        by_task[task] = (model, card)
+    if "parc" not in by_task:
+        raise ValueError("no parcellation model given: pass --model default or --model PATH to BrainParc weights")
+    strip = by_task.get("strip", (None, None))
+    return LoadedModels(by_task["parc"][0], by_task["parc"][1], strip[0], strip[1])
+
+
+class _Timer:
+    """Collects wall time per stage and logs each stage as it starts."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        LOGGER.info("Stage: %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def _model_entry(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    if card is None:
+        return None
+    return {k: card.get(k) for k in ("preset", "task", "source", "sha256", "version", "normalisation", "spacing_mm")}
+
+
+def parcellate_image(
+    img: nib.spatialimages.SpatialImage, models: LoadedModels, opts: ParcellateOptions
+) -> ParcellationOutputs:
+    """Skull-strip and parcellate one validated T1w image; every output is returned on ``img``'s grid."""
+    from brainparc.core.bias import n4
+    from brainparc.core.conform import conform, unconform
+    from brainparc.core.edges import sobel_edges
+    from brainparc.core.postproc import refine_parcels
+    from brainparc.core.skullstrip import strip_skull
+    from brainparc.inference import predict_brain_mask, predict_parcellation, resolve_device, set_threads
+
+    set_threads(opts.nthreads)
+    device = resolve_device(opts.device)
+    timer = _Timer()
+    with timer.stage("conform"):
+        conformed = conform(img, models.parc_card.get("spacing_mm"))
+        work = conformed.img
+    if opts.bias_correct:
+        with timer.stage("bias_correction"):
+            work = n4(work, nthreads=opts.nthreads)
+    user_mask = None
+    if opts.brain_mask is not None:
+        mask_img = nib.load(os.fspath(opts.brain_mask))
+        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+            raise ValueError(f"--brain-mask {opts.brain_mask} is not on the T1w grid (shape/affine differ)")
+        user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj)[..., :] > 0, order=0)
+
+    refine = None
+    if models.strip is not None:
+
+        def refine(arr: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+            return predict_brain_mask(models.strip, arr, models.strip_card, device=device, progress=opts.progress)
+
+    with timer.stage("skull_strip"):
+        stripped = strip_skull(work, mode=opts.skull_strip, mask=user_mask, refine=refine, nthreads=opts.nthreads)
+    if stripped.method == "pseudo-brain":
+        LOGGER.warning("no skull-stripping network given: the brain mask is the registered template mask only")
+    mask = np.asarray(stripped.mask.dataobj) > 0
+    with timer.stage("sobel_edges"):
+        edges = sobel_edges(stripped.brain)
+    with timer.stage("parcellation"):
+        result = predict_parcellation(
+            models.parc,
+            np.asarray(stripped.brain.dataobj, dtype=np.float32),
+            np.asarray(edges.dataobj, dtype=np.float32),
+            models.parc_card,
+            mask=mask,
+            device=device,
+            overlap=opts.overlap,
+            progress=opts.progress,
+        )
+    with timer.stage("postprocess"):
+        parc = refine_parcels(result.parc)
+        parc[~mask] = 0
+        tissue_probs = result.tissue_probs
+    with timer.stage("unconform"):
+        out_mask = unconform(mask.astype(np.uint8), conformed, order=0)
+        out_brain = unconform(np.asarray(stripped.brain.dataobj, dtype=np.float32), conformed, order=1)
+        out_parc = unconform(parc.astype(np.int16), conformed, order=0)
+        probs = np.moveaxis(tissue_probs, 0, -1).astype(np.float32)
+        out_probs = unconform(probs, conformed, order=1)
+        in_mask = np.asarray(out_mask.dataobj) > 0
+        tissue = np.argmax(np.asarray(out_probs.dataobj), axis=-1).astype(np.int16) * in_mask
+        out_tissue = nib.Nifti1Image(tissue.astype(np.int16), img.affine, out_mask.header)
+        out_tissue.header.set_data_dtype(np.int16)
+
+    provenance = {
+        "brainparc_version": __version__,
+        "models": {"parcellation": _model_entry(models.parc_card), "skull_strip": _model_entry(models.strip_card)},
+        "device": result.device,
+        "requested_device": opts.device,
+        "nthreads": opts.nthreads,
+        "skull_strip": {"mode": opts.skull_strip, "method": stripped.method},
+        "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
+        "windows": result.n_windows,
+        "timings_s": timer.seconds,
+        "python": platform.python_version(),
+    }
+    return ParcellationOutputs(out_mask, out_brain, out_tissue, out_probs, out_parc, provenance)
+
+
+def volume_rows(parc: np.ndarray, tissue: np.ndarray, mask: np.ndarray, zooms: Sequence[float]) -> list[dict[str, Any]]:
+    """Per-label volumes (mm³) plus summary rows: intracranial (brain mask), CSF, GM, WM and GM+WM totals."""
+    rows = regional_volumes(parc, labels.dk_struct(), zooms)
+    voxel = float(np.prod(np.asarray(zooms, dtype=float)[:3]))
+    counts = np.bincount(np.asarray(tissue, dtype=np.int64).ravel(), minlength=4)
+    totals = {
+        "Total intracranial (brain mask)": int(np.count_nonzero(mask)),
+        "Tissue CSF": int(counts[1]),
+        "Tissue GM": int(counts[2]),
+        "Tissue WM": int(counts[3]),
+        "Brain (GM+WM)": int(counts[2] + counts[3]),
+    }
+    for name, n in totals.items():
+        rows.append(
+            {
+                "index": "n/a",
+                "name": name,
+                "abbreviation": "n/a",
+                "freesurfer_id": "n/a",
+                "voxels": n,
+                "volume_mm3": round(n * voxel, 3),
+            }
+        )
+    return rows
+
+
+def write_outputs(out: ParcellationOutputs, outdir: str | os.PathLike) -> list[Path]:
+    """Write the outputs of :func:`parcellate_image` into ``outdir`` atomically (all files or none)."""
+    table = labels.dk_struct()
+    parc = np.asarray(out.parc.dataobj).astype(np.int16)
+    fs = nib.Nifti1Image(table.to_freesurfer(parc).astype(np.int16), out.parc.affine, out.parc.header)
+    fs.header.set_data_dtype(np.int16)
+    zooms = out.mask.header.get_zooms()[:3]
+    rows = volume_rows(parc, np.asarray(out.tissue.dataobj), np.asarray(out.mask.dataobj), zooms)
+    outdir = Path(outdir)
+    with staging_dir(outdir) as stage:
+        save_nifti_atomic(out.mask, stage / OUTPUT_FILES["mask"])
+        save_nifti_atomic(out.brain, stage / OUTPUT_FILES["brain"])
+        save_nifti_atomic(out.tissue, stage / OUTPUT_FILES["tissue"])
+        save_nifti_atomic(out.tissue_probs, stage / OUTPUT_FILES["tissue_probs"])
+        save_nifti_atomic(fs, stage / OUTPUT_FILES["aparcaseg"])
+        save_nifti_atomic(out.parc, stage / OUTPUT_FILES["brainparc"])
+        write_atomic(stage / OUTPUT_FILES["volumes"], rows_to_tsv(rows))
+        write_json_atomic(stage / OUTPUT_FILES["provenance"], out.provenance)
+    out.files = [outdir / name for name in OUTPUT_FILES.values()]
+    return out.files
+
+
+def run_parcellate(
+    t1w: str | os.PathLike, outdir: str | os.PathLike, model_specs: Sequence[str], opts: ParcellateOptions
+) -> ParcellationOutputs:
+    """``brainparc parcellate``: load and validate ``t1w``, load the models, run, write ``outdir``."""
+    from brainparc.core.io import load_t1w
+
+    start = time.perf_counter()
+    img = load_t1w(t1w)  # validated; a 4-D file with one volume comes back 3-D
+    models = load_models(model_specs)
+    out = parcellate_image(img, models, opts)
+    out.provenance["input"] = os.fspath(t1w)
+    out.provenance["timings_s"]["total"] = round(time.perf_counter() - start, 3)
+    write_outputs(out, outdir)
+    return out

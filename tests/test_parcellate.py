@@ -1,0 +1,179 @@
+"""End-to-end ``brainparc parcellate`` on a small phantom with tiny random-weight models, and its failure modes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainparc.cli.main import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+
+
+def _phantom(shape=(64, 72, 60), affine=None) -> nib.Nifti1Image:
+    """A skull-stripped-looking ellipsoid 'brain' (WM core, GM shell) on a zero background, RAS, 1 mm."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    r = np.sqrt(((grid / np.array([0.8, 0.8, 0.75])[:, None, None, None]) ** 2).sum(0))
+    rng = np.random.default_rng(0)
+    data = np.where(r < 0.7, 110.0, np.where(r < 1.0, 70.0, 0.0)) + rng.normal(0, 2, shape) * (r < 1.0)
+    return nib.Nifti1Image(data.astype(np.float32), np.eye(4) if affine is None else affine)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> list[str]:
+    from brainparc.models import build, save
+
+    folder = tmp_path_factory.mktemp("models")
+    torch_seed = __import__("torch").manual_seed
+    torch_seed(0)
+    parc, strip = folder / "parc.safetensors", folder / "strip.safetensors"
+    save(build("brainparc-tiny"), parc, preset="brainparc-tiny")
+    save(build("autostrip-tiny"), strip, preset="autostrip-tiny")
+    return [str(parc), str(strip)]
+
+
+def _args(models: list[str]) -> list[str]:
+    return [x for m in models for x in ("--model", m)] + ["--device", "cpu", "--nthreads", "1"]
+
+
+def test_parcellate_writes_all_outputs_on_input_grid(tmp_path, tiny_models):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    # oblique, LPS-ish storage: outputs must still come back on exactly this grid
+    c, s = np.cos(0.2), np.sin(0.2)
+    affine = np.array([[-1.0, 0, 0, 30], [0, c, -s, -40], [0, s, c, -20], [0, 0, 0, 1]])
+    img = _phantom(affine=affine)
+    nib.save(img, src)
+    out = tmp_path / "out"
+    code = main(["parcellate", str(src), "-o", str(out), "--skull-strip", "skip", *_args(tiny_models)])
+    assert code == EXIT_OK
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [
+            "brain_mask.nii.gz",
+            "brain.nii.gz",
+            "tissue_dseg.nii.gz",
+            "tissue_probseg.nii.gz",
+            "aparcaseg_dseg.nii.gz",
+            "brainparc_dseg.nii.gz",
+            "volumes.tsv",
+            "provenance.json",
+        ]
+    )
+    for name in names:
+        if name.endswith(".nii.gz"):
+            res = nib.load(out / name)
+            assert res.shape[:3] == img.shape, name
+            np.testing.assert_allclose(res.affine, img.affine, atol=1e-5, err_msg=name)
+    mask = np.asarray(nib.load(out / "brain_mask.nii.gz").dataobj)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    np.testing.assert_array_equal(mask > 0, np.asarray(img.dataobj) != 0)
+    fs = np.asarray(nib.load(out / "aparcaseg_dseg.nii.gz").dataobj)
+    idx = np.asarray(nib.load(out / "brainparc_dseg.nii.gz").dataobj)
+    assert fs.dtype == np.int16 and idx.dtype == np.int16
+    from brainparc.labels import dk_struct
+
+    np.testing.assert_array_equal(fs, dk_struct().to_freesurfer(idx))
+    assert not np.any(idx[mask == 0])  # labels stay inside the brain mask
+    tsv = (out / "volumes.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["index", "name", "abbreviation", "freesurfer_id", "voxels", "volume_mm3"]
+    assert len(tsv) == 1 + 106 + 5
+    icv = next(line for line in tsv if line.split("\t")[1].startswith("Total intracranial"))
+    assert float(icv.split("\t")[-1]) == pytest.approx(mask.sum() * 1.0, rel=1e-4)  # 1 mm voxels
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["device"] == "cpu" and prov["skull_strip"]["method"] == "skip"
+    assert len(prov["models"]["parcellation"]["sha256"]) == 64
+    assert {"conform", "skull_strip", "sobel_edges", "parcellation", "total"} <= set(prov["timings_s"])
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no staging leftovers
+
+
+def test_user_brain_mask_overrides(tmp_path, tiny_models):
+    src = tmp_path / "t1.nii.gz"
+    img = _phantom()
+    nib.save(img, src)
+    user = np.zeros(img.shape, np.uint8)
+    user[20:40, 20:50, 20:40] = 1
+    nib.save(nib.Nifti1Image(user, img.affine), tmp_path / "mask.nii.gz")
+    out = tmp_path / "out"
+    args = ["parcellate", str(src), "-o", str(out), "--brain-mask", str(tmp_path / "mask.nii.gz")]
+    assert main(args + _args(tiny_models)) == EXIT_OK
+    np.testing.assert_array_equal(np.asarray(nib.load(out / "brain_mask.nii.gz").dataobj), user)
+
+
+def _write(tmp_path: Path, data: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> Path:
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([*zooms, 1.0])), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "truncated", "not_nifti", "4d", "zeros", "nan", "thick", "small"],
+)
+def test_bad_input_exits_3_with_one_line(tmp_path, tiny_models, capsys, case):
+    good = np.asarray(_phantom().dataobj)
+    if case == "missing":
+        path = tmp_path / "nope.nii.gz"
+    elif case == "truncated":
+        full = _write(tmp_path, good)
+        path = tmp_path / "trunc.nii.gz"
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    elif case == "not_nifti":
+        path = tmp_path / "x.nii.gz"
+        path.write_text("hello")
+    elif case == "4d":
+        path = _write(tmp_path, np.stack([good, good], axis=-1))
+    elif case == "zeros":
+        path = _write(tmp_path, np.zeros_like(good))
+    elif case == "nan":
+        bad = good.copy()
+        bad[3, 3, 3] = np.nan
+        path = _write(tmp_path, bad)
+    elif case == "thick":
+        path = _write(tmp_path, good, zooms=(3.5, 3.5, 3.5))
+    else:
+        path = _write(tmp_path, good[:, :20, :])
+    out = tmp_path / "out"
+    code = main(["parcellate", str(path), "-o", str(out), *_args(tiny_models)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT, err
+    assert len(err) == 1 and err[0].startswith("brainparc: error: bad input:"), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_four_d_single_volume_is_accepted(tmp_path, tiny_models):
+    path = _write(tmp_path, np.asarray(_phantom().dataobj)[..., None])
+    assert main(["parcellate", str(path), "-o", str(tmp_path / "o"), "--skull-strip", "skip", *_args(tiny_models)]) == 0
+
+
+def test_missing_default_model_says_what_to_do(tmp_path, capsys):
+    path = _write(tmp_path, np.asarray(_phantom().dataobj))
+    code = main(["parcellate", str(path), "-o", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == EXIT_MODEL
+    assert "--model" in err and err.count("\n") == 1
+
+
+def test_malicious_checkpoint_refused(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "BrainParc.pth.gz"
+    evil.write_bytes(gzip.compress(pickle.dumps({"Boundary.x": Evil()})))
+    path = _write(tmp_path, np.asarray(_phantom().dataobj))
+    code = main(["parcellate", str(path), "-o", str(tmp_path / "o"), "--model", str(evil)])
+    assert code == EXIT_MODEL and not marker.exists()
+    assert "model error" in capsys.readouterr().err
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as exc:
+        main(["parcellate", "x.nii.gz"])  # -o missing
+    assert exc.value.code == EXIT_USAGE
+    assert main([]) == EXIT_USAGE
