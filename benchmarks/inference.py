@@ -68,7 +68,8 @@ class CappedModel:
             out = self.model(x)
             self.real_seconds += time.perf_counter() - start
             self.real_windows += x.shape[0]
-            self.cache = out
+            if self.max_windows is not None and self.real_windows >= self.max_windows:
+                self.cache = out  # only from the last real call: holding outputs during forwards would inflate RSS
             return out
         return tuple(o[: x.shape[0]] for o in self.cache)
 

@@ -18,7 +18,7 @@ from torch import nn
 from brainparc.inference.devices import autocast, resolve_device, run_with_cpu_fallback
 from brainparc.inference.sliding_window import Reduced, plan_windows, sliding_window
 
-__all__ = ["ParcellationResult", "bounding_roi", "predict_brain_mask", "predict_parcellation"]
+__all__ = ["ParcellationResult", "bounding_roi", "dilated_region", "predict_brain_mask", "predict_parcellation"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ def bounding_roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
         slice(max(0, int(ax.min()) - margin), min(size, int(ax.max()) + 1 + margin))
         for ax, size in zip(nz, mask.shape, strict=True)
     )  # type: ignore[return-value]
+
+
+def dilated_region(mask: np.ndarray, roi: tuple[slice, ...], margin: int) -> np.ndarray:
+    """``mask`` grown by ``margin`` voxels (6-connected steps, an L1 ball) inside ``roi``; False outside ``roi``."""
+    from scipy import ndimage
+
+    region = np.zeros(mask.shape, dtype=bool)
+    crop = np.asarray(mask)[roi] != 0
+    region[roi] = ndimage.binary_dilation(crop, iterations=margin) if margin > 0 else crop
+    return region
 
 
 def _normalise(arrays: Sequence[np.ndarray], card: dict[str, Any], mask: np.ndarray | None) -> list[np.ndarray]:
@@ -145,6 +155,7 @@ def predict_parcellation(
     roi_margin: int = 8,
     confidence: bool = False,
     official_geometry: bool = False,
+    restrict_to_mask: bool = True,
 ) -> ParcellationResult:
     """Tissue map and 106-region parcellation of one conformed, skull-stripped brain.
 
@@ -174,6 +185,10 @@ def predict_parcellation(
     official_geometry : bool
         Reproduce the official tiling and Hann weighting over the whole image with float32 accumulators
         (regression against the shipped outputs, spec §6.5); ignores ``overlap`` and the ROI.
+    restrict_to_mask : bool
+        Keep sums only for voxels within ``roi_margin`` voxels of the mask (else of the non-zero intensity): ~45 %
+        less accumulator memory for a brain in its bounding box, background elsewhere. Ignored with
+        ``official_geometry``.
 
     Notes
     -----
@@ -194,6 +209,9 @@ def predict_parcellation(
     image = torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
     del arrays
     window_kwargs = _window_kwargs(official_geometry, overlap, roi)
+    if restrict_to_mask and not official_geometry:
+        brain = mask if mask is not None else intensity != 0
+        window_kwargs["region"] = torch.from_numpy(dilated_region(brain, roi, roi_margin))
     roi = window_kwargs["roi"] or tuple(slice(0, s) for s in intensity.shape)
     patch_size, valid_size = _model_geometry(model)
     plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling")}

@@ -239,9 +239,20 @@ def _extract_window(image: torch.Tensor, corner: Sequence[int], patch_size: int,
 
 
 class _Accumulator:
-    """Weighted sums of every output over the ROI plus one float32 weight-sum volume."""
+    """Weighted sums of every output over the ROI plus one float32 weight-sum volume.
 
-    def __init__(self, roi: Roi, weights: torch.Tensor, accum_dtypes: Sequence[torch.dtype], device: torch.device):
+    With a ``region`` (boolean, ROI-shaped) the sums are stored only for the region's voxels, as ``[C, n]``
+    (``index`` maps ROI voxels to columns, -1 outside); otherwise densely as ``[C, *roi_shape]``.
+    """
+
+    def __init__(
+        self,
+        roi: Roi,
+        weights: torch.Tensor,
+        accum_dtypes: Sequence[torch.dtype],
+        device: torch.device,
+        region: torch.Tensor | None = None,
+    ):
         self.roi = roi
         self.origin = [r.start for r in roi]
         self.roi_shape = tuple(r.stop - r.start for r in roi)
@@ -251,13 +262,19 @@ class _Accumulator:
         self.sums: list[torch.Tensor] = []
         self._buffer: torch.Tensor | None = None
         self.wsum = torch.zeros(self.roi_shape, dtype=torch.float32, device=device)
+        self.region = None if region is None else region.to(device=device, dtype=torch.bool)
+        self.index: torch.Tensor | None = None
+        if self.region is not None:
+            self.index = torch.full(self.roi_shape, -1, dtype=torch.int64, device=device)
+            self.index[self.region] = torch.arange(int(self.region.sum()), device=device)
 
     def _allocate(self, outputs: Sequence[torch.Tensor]) -> None:
         if len(self.dtypes) not in (1, len(outputs)):
             raise ValueError(f"{len(self.dtypes)} accumulator dtypes for {len(outputs)} outputs")
         dtypes = self.dtypes if len(self.dtypes) == len(outputs) else list(self.dtypes) * len(outputs)
+        extent = self.roi_shape if self.index is None else (int(self.region.sum()),)
         for out, dtype in zip(outputs, dtypes, strict=True):
-            self.sums.append(torch.zeros((out.shape[1], *self.roi_shape), dtype=dtype, device=self.device))
+            self.sums.append(torch.zeros((out.shape[1], *extent), dtype=dtype, device=self.device))
 
     def add(self, corner: Sequence[int], outputs: Sequence[torch.Tensor], index: int) -> None:
         """Add window ``index`` of a batch of outputs whose valid region starts at ``corner``."""
@@ -271,6 +288,9 @@ class _Accumulator:
             win_sl.append(slice(lo - start, hi - start))
         w = self.weights[tuple(win_sl)]
         self.wsum[tuple(acc_sl)] += w
+        if self.index is not None:
+            self._add_sparse(self.index[tuple(acc_sl)], [out[(index, slice(None), *win_sl)] for out in outputs], w)
+            return
         for acc, out in zip(self.sums, outputs, strict=True):
             prob = out[(index, slice(None), *win_sl)].to(self.device)
             target = acc[(slice(None), *acc_sl)]
@@ -295,6 +315,23 @@ class _Accumulator:
             buf.addcmul_(prob[c0 : c0 + _CHUNK], w)
             part.copy_(buf)
 
+    def _add_sparse(self, index: torch.Tensor, probs: Sequence[torch.Tensor], w: torch.Tensor) -> None:
+        """Add the window's values at the region voxels it covers, ``_CHUNK`` channels at a time, in float32."""
+        flat = index.reshape(-1)
+        positions = (flat >= 0).nonzero().squeeze(1)
+        if positions.numel() == 0:
+            return
+        columns, w_in = flat.index_select(0, positions), w.reshape(-1).index_select(0, positions)
+        for acc, prob in zip(self.sums, probs, strict=True):
+            prob = prob.to(self.device)
+            for c0 in range(0, acc.shape[0], _CHUNK):
+                part, rows = prob[c0 : c0 + _CHUNK], acc[c0 : c0 + _CHUNK]
+                values = part.reshape(part.shape[0], -1).index_select(1, positions).float()
+                values.mul_(w_in)
+                # a window covers each region voxel once, so gather-add-scatter has no duplicate columns
+                values += rows.index_select(1, columns).float()
+                rows.index_copy_(1, columns, values.to(acc.dtype))
+
 
 def _check_outputs(outputs: torch.Tensor | Sequence[torch.Tensor], batch: int, valid_size: int) -> list[torch.Tensor]:
     outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
@@ -308,27 +345,43 @@ def _check_outputs(outputs: torch.Tensor | Sequence[torch.Tensor], batch: int, v
 
 
 def _finalise(
-    acc: torch.Tensor, wsum: torch.Tensor, roi: Roi, shape: Sequence[int], reduce: str | None
+    acc: torch.Tensor,
+    wsum: torch.Tensor,
+    roi: Roi,
+    shape: Sequence[int],
+    reduce: str | None,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor | Reduced:
     """Normalise one accumulator (or reduce it to argmax) and paste it into a full-size, background-filled output."""
-    full = (slice(None), *roi)
+    if region is not None:
+        wsum = wsum[region]
+
+    def paste(values: torch.Tensor, fill: float) -> torch.Tensor:
+        """ROI-shaped values from dense values or from region columns (``fill`` outside the region)."""
+        if region is None:
+            return values.cpu()
+        out = torch.full(region.shape, fill, dtype=values.dtype, device=values.device)
+        out[region] = values
+        return out.cpu()
+
     covered = wsum > 0
     if reduce in (None, "none"):
         probs = torch.zeros((acc.shape[0], *shape), dtype=torch.float32)
         probs[0] = 1.0
         # per-channel division keeps the float32 temporaries to one ROI-sized volume at a time
         for c in range(acc.shape[0]):
-            probs[(c, *roi)] = torch.where(covered, acc[c].float() / wsum.clamp_min(1e-30), float(c == 0)).cpu()
+            value = torch.where(covered, acc[c].float() / wsum.clamp_min(1e-30), float(c == 0))
+            probs[(c, *roi)] = paste(value, float(c == 0))
         return probs
     label_dtype = torch.uint8 if acc.shape[0] <= 256 else torch.int16
     labels = torch.zeros(tuple(shape), dtype=label_dtype)
     # argmax of the weighted sums equals argmax of the normalised probabilities (one positive factor per voxel)
     best, idx = acc.max(dim=0)
-    labels[full[1:]] = torch.where(covered, idx, 0).to(label_dtype).cpu()
+    labels[roi] = paste(torch.where(covered, idx, 0).to(label_dtype), 0)
     max_prob = None
     if reduce == "argmax+maxprob":
         max_prob = torch.ones(tuple(shape), dtype=torch.float32)
-        max_prob[full[1:]] = torch.where(covered, best.float() / wsum.clamp_min(1e-30), 1.0).cpu()
+        max_prob[roi] = paste(torch.where(covered, best.float() / wsum.clamp_min(1e-30), 1.0), 1.0)
     return Reduced(labels, max_prob)
 
 
@@ -376,6 +429,7 @@ def sliding_window(
     blend: str = "hann",
     tiling: str = "even",
     pad_value: float | Sequence[float] = 0.0,
+    region: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | Reduced, ...]:
     """Run ``predict`` over windows tiling the ROI and blend the valid-region outputs.
 
@@ -414,6 +468,10 @@ def sliding_window(
         Window placement, see :func:`plan_windows`.
     pad_value : float or sequence of float
         Input value outside the image (per channel if a sequence). The official recipe pads with 0 after z-scoring.
+    region : torch.Tensor, optional
+        Boolean ``[X, Y, Z]`` voxels to keep (e.g. the brain mask dilated by a margin). Sums are stored only for
+        region voxels inside the ROI, which cuts accumulator memory to the region's share of the ROI (≈ 45-55 % for
+        a brain in its bounding box); ROI voxels outside it get background, as voxels outside the ROI do.
 
     Returns
     -------
@@ -430,7 +488,13 @@ def sliding_window(
     roi_n = normalise_roi(roi, shape)
     corners = plan_windows(shape, patch_size=patch_size, valid_size=valid_size, overlap=overlap, roi=roi, tiling=tiling)
     dtypes = [accum_dtype] if isinstance(accum_dtype, torch.dtype) else list(accum_dtype)
-    acc = _Accumulator(roi_n, blend_weights(valid_size, blend, patch_size=patch_size), dtypes, torch.device(out_device))
+    region_roi = None
+    if region is not None:
+        if tuple(region.shape) != shape:
+            raise ValueError(f"region shape {tuple(region.shape)} differs from the image shape {shape}")
+        region_roi = torch.as_tensor(region, dtype=torch.bool)[roi_n]
+    weights = blend_weights(valid_size, blend, patch_size=patch_size)
+    acc = _Accumulator(roi_n, weights, dtypes, torch.device(out_device), region_roi)
     pad = torch.as_tensor(pad_value, dtype=image.dtype).reshape(-1, 1, 1, 1)
     LOGGER.debug("sliding window: %d windows over roi %s of %s", len(corners), roi_n, shape)
     _run_windows(predict, image, corners, acc, patch_size, batch_size, torch.device(device), pad, progress)
@@ -441,6 +505,6 @@ def sliding_window(
     # held together with the big (107-channel) sum.
     results: dict[int, torch.Tensor | Reduced] = {}
     for k in sorted(range(len(acc.sums)), key=lambda k: -acc.sums[k].numel()):
-        results[k] = _finalise(acc.sums[k], acc.wsum, roi_n, shape, reduces[k])
+        results[k] = _finalise(acc.sums[k], acc.wsum, roi_n, shape, reduces[k], acc.region)
         acc.sums[k] = torch.empty(0)
     return tuple(results[k] for k in range(len(results)))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from brainparc.inference import predictor as predictor_module
-from brainparc.inference.predictor import bounding_roi, predict_brain_mask, predict_parcellation
+from brainparc.inference.predictor import bounding_roi, dilated_region, predict_brain_mask, predict_parcellation
 from brainparc.inference.sliding_window import official_window_starts
 from tests.inference.fakes import FakeAutoStrip, FakeCascade
 
@@ -58,6 +58,18 @@ def test_parcellation_closed_form(batch_size):
     assert (res.tissue_probs[0][outside] == 1).all() and (res.parc[outside] == 0).all()
     assert res.parc_confidence is not None and (res.parc_confidence[outside] == 1).all()
     assert (res.parc_confidence[roi] > 0).all()
+
+
+def test_restrict_to_mask_keeps_only_the_dilated_mask():
+    intensity, edge, mask = phantom()
+    noisy = np.where(mask, intensity, 2.0).astype(np.float32)  # tissue class 2 everywhere outside the brain
+    kwargs = {"mask": mask, "device": "cpu", "normalise": False, "roi_margin": 3}
+    full = predict_parcellation(FakeCascade(n_parcels=8), noisy, edge, CARD, restrict_to_mask=False, **kwargs)
+    kept = predict_parcellation(FakeCascade(n_parcels=8), noisy, edge, CARD, **kwargs)
+    region = dilated_region(mask, full.roi, 3)
+    assert np.array_equal(kept.tissue[region], full.tissue[region])
+    assert (kept.tissue[~region] == 0).all() and (kept.tissue_probs[0][~region] == 1).all()
+    assert (full.tissue[full.roi][~region[full.roi]] == 2).all()
 
 
 def test_roi_from_nonzero_intensity_without_mask():
