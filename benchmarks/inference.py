@@ -94,15 +94,20 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
     if preset.startswith("autostrip"):
         card = {"normalisation": "minmax", **PRESETS[preset].card}
         predict_brain_mask(capped, pseudo, card, device="cpu", batch_size=batch_size)
-        region, per_voxel = pseudo != 0, 2 * 4 + 4
+        region, per_voxel = pseudo != 0, 2 * 4
     else:
         card = {"normalisation": "official-zscore", **PRESETS[preset].card}
         predict_parcellation(capped, intensity, edge, card, mask=mask, device="cpu", batch_size=batch_size)
-        region, per_voxel = mask, 4 * 4 + 107 * 2 + 4
+        region, per_voxel = mask, 4 * 4 + 107 * 2
     wall = time.perf_counter() - start
-    from brainparc.inference.predictor import bounding_roi
+    from brainparc.inference.predictor import bounding_roi, dilated_region
 
     roi = bounding_roi(region, 8)
+    roi_voxels = math.prod(s.stop - s.start for s in roi)
+    if preset.startswith("autostrip"):  # dense sums over the ROI + float32 weight sum
+        accum_bytes = roi_voxels * (per_voxel + 4)
+    else:  # sums on the mask dilated by the margin + weight sum + int64 column index over the ROI
+        accum_bytes = int(dilated_region(region, roi, 8).sum()) * per_voxel + roi_voxels * (4 + 8)
     windows = len(plan_windows(shape, patch_size=model.patch_size, valid_size=model.valid_size, roi=roi))
     per_window = capped.real_seconds / max(capped.real_windows, 1)
     extrapolated = wall + max(windows - capped.real_windows, 0) * per_window
@@ -118,7 +123,7 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
         "extrapolated": capped.real_windows < windows,
         "weights_mb": round(weights_mb),
         "roi": [s.stop - s.start for s in roi],
-        "accum_mb": round(math.prod(s.stop - s.start for s in roi) * per_voxel / 2**20),
+        "accum_mb": round(accum_bytes / 2**20),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
