@@ -1,0 +1,302 @@
+"""Skull stripping: detection of stripped inputs, the template pseudo-brain, and mask clean-up.
+
+The AutoStrip recipe (spec §3.2): register a brain template and its mask to the subject (ANTs affine + SyN), warp the
+mask with nearest neighbour, dilate it 5 iterations (scipy default cross), multiply - that is the *pseudo-brain* the
+AutoStrip network refines. The reference used whole-head atlases; we ship none, so we use the MNI ICBM 2009a
+symmetric template that nilearn (a runtime dependency) bundles: skull-stripped T1, 197x233x189 at 1 mm, RAS, plus
+its brain mask; nothing is downloaded. Licence: MNI ICBM 2009a, copyright (C) 1993-2009 Louis Collins, McConnell
+Brain Imaging Centre, Montreal Neurological Institute, McGill University - permissive (use, copy, modify and
+distribute with the copyright notice kept); cite Fonov et al., NeuroImage 54 (2011) 313-327 and NeuroImage 47
+(2009) S102.
+
+A brain-only template does not register to a whole head (mutual information happily scales the brain onto the
+scalp: 4.4 l "brains" on the MNE sample head), so for heads the template gets a synthetic skull and scalp
+(:func:`synthetic_head`); for pseudo-brains and stripped inputs the plain brain template is used, as the reference
+does. Registration runs at ``reg_spacing`` (2.5 mm; affine MI 200x200x100, then SyN 40x20x0) and only the final
+mask warp is at full resolution. Age: the affine stage absorbs head size (infant pseudo-brains reach ≥ 99.8 %
+coverage with the adult template); no age-specific template is needed for the dilated pseudo-brain mask.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from brainparc.core.io import nib_to_ants, set_ants_threads
+
+LOGGER = logging.getLogger(__name__)
+
+#: Callable refining a pseudo-brain LAS array at ``spacing`` into a brain probability array (the AutoStrip network).
+RefineFn = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
+
+STRIP_MODES = ("auto", "force", "skip")
+
+
+def _zooms(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    return np.sqrt((np.asarray(img.affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+
+
+def _erode_mm(mask: np.ndarray, r_mm: float, zooms) -> np.ndarray:
+    """Erosion by a ball of radius ``r_mm`` (Euclidean distance transform: fast for large radii)."""
+    return ndi.distance_transform_edt(mask, sampling=zooms) > r_mm
+
+
+def _dilate_mm(mask: np.ndarray, r_mm: float, zooms) -> np.ndarray:
+    """Dilation by a ball of radius ``r_mm``."""
+    return ndi.distance_transform_edt(~mask, sampling=zooms) <= r_mm
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 3) -> np.ndarray:
+    """Largest connected component (``connectivity`` 3 = 26-neighbourhood, as skimage's default in AutoStrip)."""
+    mask = np.asarray(mask, dtype=bool)
+    lab, n = ndi.label(mask, structure=ndi.generate_binary_structure(3, connectivity))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def finalize_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Brain probability → mask: threshold, largest 26-connected component, holes filled (uint8 {0, 1})."""
+    mask = largest_component(np.asarray(prob) > threshold)
+    return ndi.binary_fill_holes(mask).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def load_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """The MNI ICBM 2009a (nonlinear symmetric) 1 mm brain template and brain mask bundled with nilearn (offline)."""
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+
+    tpl = load_mni152_template(resolution=1)
+    mask = load_mni152_brain_mask(resolution=1)
+    return tpl, mask
+
+
+def _with_seed(seed: int | None):
+    """Context manager setting antspyx's registration random seed (``--random-seed``) for the duration."""
+    import contextlib
+
+    import ants
+
+    @contextlib.contextmanager
+    def ctx():
+        # antspyx exposes the seed only through this module attribute (set_ants_deterministic() also forbids SyN).
+        old = ants.config._random_seed
+        ants.config._random_seed = seed
+        try:
+            yield
+        finally:
+            ants.config._random_seed = old
+
+    return ctx()
+
+
+@functools.lru_cache(maxsize=1)
+def synthetic_head(tpl: nib.Nifti1Image, mask: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A crude T1w *head* from the brain template: dark CSF (0-3 mm) and skull (3-9 mm), bright scalp (9-14 mm).
+
+    Mutual information between a brain-only template and a whole head scales the brain onto the scalp; giving the
+    template the layered outline of a head makes outline match outline and brain match brain.
+    """
+    t = tpl.get_fdata(dtype=np.float32)
+    m = np.asarray(mask.dataobj) > 0
+    wm = float(np.percentile(t[m], 90))
+    d = ndi.distance_transform_edt(~m)
+    head = t.copy()
+    head[(d > 0) & (d <= 3)] = 0.15 * wm
+    head[(d > 3) & (d <= 9)] = 0.05 * wm
+    head[(d > 9) & (d <= 14)] = 0.7 * wm
+    return nib.Nifti1Image(head, tpl.affine)
+
+
+def register_template_mask(
+    img: nib.spatialimages.SpatialImage,
+    template: str = "head",
+    reg_spacing: float = 2.5,
+    syn_iterations: tuple[int, ...] = (40, 20, 0),
+    nthreads: int | None = None,
+    seed: int | None = 42,
+) -> np.ndarray:
+    """Register the template to ``img`` (affine MI, then SyN) and return the warped template brain mask (bool).
+
+    Parameters
+    ----------
+    template
+        ``"head"``: :func:`synthetic_head` (whole-head inputs); ``"brain"``: the skull-stripped template (pseudo-brain
+        or skull-stripped inputs, as in the reference).
+    reg_spacing
+        Both images are resampled to this spacing (mm) for the registration; the mask is warped at full resolution.
+    syn_iterations
+        SyN iterations per level (empty or zeros: affine only).
+    seed
+        ANTs ``--random-seed`` (metric sampling), for reproducible masks.
+    """
+    import ants
+
+    if template not in ("head", "brain"):
+        raise ValueError(f"template must be 'head' or 'brain', got {template!r}")
+    set_ants_threads(nthreads)
+    tpl, tpl_mask = load_template()
+    if template == "head":
+        tpl = synthetic_head(tpl, tpl_mask)
+    full = nib_to_ants(img)
+    fixed = ants.resample_image(full, (reg_spacing,) * 3, use_voxels=False, interp_type=0)
+    moving = ants.resample_image(nib_to_ants(tpl), (reg_spacing,) * 3, use_voxels=False, interp_type=0)
+    with tempfile.TemporaryDirectory(prefix="brainparc_reg_") as tmp, _with_seed(seed):
+        aff = ants.registration(
+            fixed,
+            moving,
+            "Affine",
+            outprefix=f"{tmp}/aff_",
+            aff_metric="mattes",
+            aff_iterations=(200, 200, 100),
+            aff_shrink_factors=(4, 2, 1),
+            aff_smoothing_sigmas=(2, 1, 0),
+        )
+        transforms = aff["fwdtransforms"]
+        if syn_iterations and any(syn_iterations):
+            syn = ants.registration(
+                fixed,
+                moving,
+                "SyNOnly",
+                initial_transform=aff["fwdtransforms"],
+                outprefix=f"{tmp}/syn_",
+                reg_iterations=tuple(syn_iterations),
+            )
+            transforms = syn["fwdtransforms"]
+        warped = ants.apply_transforms(full, nib_to_ants(tpl_mask), transforms, interpolator="nearestNeighbor")
+    return warped.numpy() > 0.5
+
+
+def pseudo_brain_mask(
+    img: nib.spatialimages.SpatialImage, dilation_iterations: int = 5, **register_kwargs
+) -> np.ndarray:
+    """AutoStrip Step01 mask: warped template mask dilated ``dilation_iterations`` times (scipy default cross)."""
+    warped = register_template_mask(img, **register_kwargs)
+    if dilation_iterations > 0:
+        warped = ndi.binary_dilation(warped, iterations=dilation_iterations)
+    return warped.astype(np.uint8)
+
+
+def pseudo_brain(img: nib.spatialimages.SpatialImage, **kwargs) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """The pseudo-brain image (``img`` × :func:`pseudo_brain_mask`, float32, same grid) and its mask."""
+    mask = pseudo_brain_mask(img, **kwargs)
+    data = np.asarray(img.dataobj, dtype=np.float32) * mask
+    return nib.Nifti1Image(data, img.affine), mask
+
+
+def skull_strip_features(img: nib.spatialimages.SpatialImage) -> dict[str, float]:
+    """Features telling a skull-stripped image from a head (see :func:`is_skull_stripped`), computed at ≈2 mm."""
+    zooms = _zooms(img)
+    step = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
+    data = np.asarray(img.dataobj, dtype=np.float32)[:: step[0], :: step[1], :: step[2]]
+    zooms = zooms * step
+    support = data > data.min()
+    faces = [support[0], support[-1], support[:, 0], support[:, -1], support[:, :, 0], support[:, :, -1]]
+    filled = ndi.binary_fill_holes(ndi.binary_closing(support, iterations=2))
+    depth = ndi.distance_transform_edt(filled, sampling=zooms)
+    med = float(np.median(data[filled])) if filled.any() else 0.0
+    shell = (depth > 6.0) & (depth <= 15.0)
+    dark = float(np.mean(data[shell] < 0.3 * med)) if shell.any() else 1.0
+    return {
+        "background_fraction": float(1.0 - support.mean()),
+        "face_fraction": float(np.mean(np.concatenate([f.ravel() for f in faces]))),
+        "support_litres": float(filled.sum() * np.prod(zooms) / 1e6),
+        "dark_shell_fraction": dark,
+    }
+
+
+def is_skull_stripped(img: nib.spatialimages.SpatialImage) -> bool:
+    """Whether ``img`` is already skull-stripped.
+
+    A stripped brain has a large background of one constant value (≥ 20 % of the voxels) that touches the image
+    borders everywhere (support on < 2 % of the border voxels), a support of brain size (< 2.6 l), and, 6-15 mm
+    inside its surface, few dark voxels (< 17.5 % below 0.3 × the median): in a head that layer is skull and CSF.
+    Measured (at 2 mm): heads 0.23-0.25, skull-stripped brains 0.01-0.13 (MNE, Mindboggle 1-15, BrainParc sub005).
+    """
+    f = skull_strip_features(img)
+    stripped = (
+        f["background_fraction"] >= 0.2
+        and f["face_fraction"] < 0.02
+        and f["support_litres"] < 2.6
+        and f["dark_shell_fraction"] < 0.175
+    )
+    LOGGER.info("skull-strip detection: %s -> %s", {k: round(v, 3) for k, v in f.items()}, stripped)
+    return stripped
+
+
+@dataclass(frozen=True)
+class SkullStripResult:
+    """Outcome of :func:`strip_skull`; images share the input grid."""
+
+    brain: nib.Nifti1Image
+    mask: nib.Nifti1Image
+    pseudo_brain: nib.Nifti1Image | None
+    method: str  # "user-mask" | "skip" | "detected-stripped" | "pseudo-brain" | "pseudo-brain+refine"
+
+
+def strip_skull(
+    img: nib.spatialimages.SpatialImage,
+    mode: str = "auto",
+    mask: np.ndarray | nib.spatialimages.SpatialImage | None = None,
+    refine: RefineFn | None = None,
+    dilation_iterations: int = 5,
+    **register_kwargs,
+) -> SkullStripResult:
+    """Skull-strip a conformed (LAS) T1w image.
+
+    Parameters
+    ----------
+    img
+        Conformed LAS image (the network's orientation; ``refine`` receives its array).
+    mode
+        ``auto``: skip when :func:`is_skull_stripped`; ``force``: always strip; ``skip``: never strip.
+    mask
+        A user-supplied brain mask on ``img``'s grid; overrides everything.
+    refine
+        ``refine(pseudo_brain_LAS_array, spacing) -> brain probability`` (the AutoStrip network), or ``None`` to use
+        the pseudo-brain mask itself (dilated template mask: generous, includes some skull).
+    register_kwargs
+        Passed to :func:`register_template_mask` (``template``, ``reg_spacing``, ``syn_iterations``, ``nthreads``,
+        ``seed``); the template defaults to ``"brain"`` for stripped-looking inputs and ``"head"`` otherwise.
+    """
+    if mode not in STRIP_MODES:
+        raise ValueError(f"mode must be one of {STRIP_MODES}, got {mode!r}")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+
+    def result(m: np.ndarray, method: str, pseudo: nib.Nifti1Image | None = None) -> SkullStripResult:
+        m = np.asarray(m).astype(np.uint8)
+        base = np.asarray(pseudo.dataobj) if pseudo is not None else data
+        return SkullStripResult(
+            brain=nib.Nifti1Image((base * m).astype(np.float32), img.affine),
+            mask=nib.Nifti1Image(m, img.affine),
+            pseudo_brain=pseudo,
+            method=method,
+        )
+
+    if mask is not None:
+        m = np.asarray(mask.dataobj) if hasattr(mask, "dataobj") else np.asarray(mask)
+        if m.shape != data.shape:
+            raise ValueError(f"mask shape {m.shape} differs from the image {data.shape}")
+        return result(m > 0, "user-mask")
+    looks_stripped = mode != "skip" and is_skull_stripped(img)
+    if mode == "skip" or (mode == "auto" and looks_stripped):
+        support = ndi.binary_fill_holes(data != data.min()) if data.min() != data.max() else np.ones(data.shape, bool)
+        return result(support, "skip" if mode == "skip" else "detected-stripped")
+    register_kwargs.setdefault("template", "brain" if looks_stripped else "head")
+    pmask = pseudo_brain_mask(img, dilation_iterations=dilation_iterations, **register_kwargs)
+    pseudo = nib.Nifti1Image(data * pmask, img.affine)
+    if refine is None:
+        return result(finalize_mask(pmask), "pseudo-brain", pseudo)
+    prob = np.asarray(refine(np.asarray(pseudo.dataobj), tuple(float(z) for z in _zooms(img))))
+    if prob.shape != data.shape:
+        raise ValueError(f"refine returned shape {prob.shape}, expected {data.shape}")
+    return result(finalize_mask(prob), "pseudo-brain+refine", pseudo)

@@ -1,0 +1,116 @@
+"""Skull stripping: detection, mask clean-up, strip_skull wiring, template pseudo-brain coverage (slow)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainparc.core import skullstrip
+from brainparc.preprocessing import conform, finalize_mask, is_skull_stripped, pseudo_brain_mask, strip_skull
+
+WHOLE_HEAD = ["whole_head/brainchop/t1_crop.nii.gz", "whole_head/mne_sample/T1.mgz"]
+STRIPPED = [
+    "whole_head/mne_sample/brain.mgz",
+    "brainparc/sub005_adult/brain.nii.gz",
+    *[f"mindboggle/atlas_{i}/t1weighted_brain.nii.gz" for i in (1, 5, 9, 13)],
+]
+
+
+@pytest.mark.parametrize("path", WHOLE_HEAD + STRIPPED)
+def test_skull_strip_detection(shared_data, path):
+    img = nib.load(shared_data / path)
+    expected = path in STRIPPED
+    assert is_skull_stripped(img) is expected
+    assert is_skull_stripped(conform(img, 1.0).img) is expected  # also after reorientation, resampling and crop
+
+
+def test_finalize_mask_keeps_largest_component_and_fills_holes():
+    prob = np.zeros((30, 30, 30), np.float32)
+    prob[5:20, 5:20, 5:20] = 0.9
+    prob[10:13, 10:13, 10:13] = 0.1  # interior hole
+    prob[25:28, 25:28, 25:28] = 0.8  # island
+    m = finalize_mask(prob)
+    assert m.dtype == np.uint8
+    assert m[11, 11, 11] == 1 and m[26, 26, 26] == 0
+    assert m.sum() == 15**3
+
+
+def _head_img():
+    shape = (48, 48, 48)
+    data = np.zeros(shape, np.float32)
+    data[8:40, 8:40, 8:40] = 50
+    data[14:34, 14:34, 14:34] = 100
+    return nib.Nifti1Image(data, np.diag([-1.0, 1.0, 1.0, 1.0]))
+
+
+def test_user_mask_and_skip():
+    img = _head_img()
+    user = np.zeros(img.shape, np.uint8)
+    user[14:34, 14:34, 14:34] = 1
+    res = strip_skull(img, mode="force", mask=user)
+    assert res.method == "user-mask"
+    np.testing.assert_array_equal(np.asarray(res.mask.dataobj), user)
+    assert np.asarray(res.brain.dataobj)[10, 10, 10] == 0
+    res = strip_skull(img, mode="skip")
+    assert res.method == "skip" and np.asarray(res.mask.dataobj).sum() == 32**3
+    with pytest.raises(ValueError, match="mode"):
+        strip_skull(img, mode="sometimes")
+
+
+def test_auto_skips_stripped_input(shared_data):
+    img = conform(nib.load(shared_data / "brainparc/sub005_adult/brain.nii.gz"), 1.0).img
+    res = strip_skull(img, mode="auto")
+    assert res.method == "detected-stripped"
+    data = np.asarray(img.dataobj)
+    assert np.asarray(res.mask.dataobj)[data > 0].all()
+
+
+def test_force_runs_pseudo_brain_then_refine(monkeypatch):
+    """Wiring without a registration: the refine callable gets the LAS pseudo-brain array and the spacing."""
+    img = _head_img()
+    pmask = np.zeros(img.shape, np.uint8)
+    pmask[10:38, 10:38, 10:38] = 1
+    monkeypatch.setattr(skullstrip, "pseudo_brain_mask", lambda im, **kw: pmask)
+    seen = {}
+
+    def refine(arr, spacing):
+        seen["arr"], seen["spacing"] = arr, spacing
+        prob = (arr >= 100).astype(np.float32)
+        prob[2, 2, 2] = 1.0  # a stray island that must be removed
+        return prob
+
+    res = strip_skull(img, mode="force", refine=refine)
+    assert res.method == "pseudo-brain+refine"
+    np.testing.assert_array_equal(seen["arr"], np.asarray(img.dataobj) * pmask)
+    assert seen["spacing"] == (1.0, 1.0, 1.0)
+    assert np.asarray(res.mask.dataobj).sum() == 20**3
+    res = strip_skull(img, mode="force")
+    assert res.method == "pseudo-brain"
+    np.testing.assert_array_equal(np.asarray(res.mask.dataobj), pmask)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sub", ["sub001_infant_infantile", "sub002_infant_isointense"])
+def test_pseudo_brain_covers_autostrip_brain(shared_data, sub):
+    """Template pseudo-brain mask covers ≥ 99 % of AutoStrip's official mask (infant pseudo-brains, 0.8 mm)."""
+    d = shared_data / "brainparc/autostrip" / sub
+    img = nib.load(d / "pseudo_brain.nii.gz")
+    ref = np.asarray(nib.load(d / "skull_strip.nii.gz").dataobj) > 0
+    mask = pseudo_brain_mask(img, template="brain", nthreads=2) > 0
+    assert (mask & ref).sum() / ref.sum() >= 0.99
+
+
+@pytest.mark.slow
+def test_whole_head_pseudo_brain_mne_sample(shared_data):
+    """Whole head (MNE sample, 3 mm → 1 mm): the pseudo-brain mask covers the FreeSurfer brain."""
+    from nibabel.processing import resample_from_to
+
+    d = shared_data / "whole_head/mne_sample"
+    img = conform(nib.load(d / "T1.mgz"), 1.0).img
+    assert not is_skull_stripped(img)
+    ref = np.asarray(resample_from_to(nib.load(d / "brain.mgz"), img, order=0).dataobj) > 0
+    res = strip_skull(img, mode="auto", nthreads=2)
+    assert res.method == "pseudo-brain"
+    mask = np.asarray(res.mask.dataobj) > 0
+    assert (mask & ref).sum() / ref.sum() >= 0.99
