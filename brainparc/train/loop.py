@@ -32,7 +32,14 @@ from brainparc.train.labelsets import GroupRegistry
 from brainparc.train.losses import CascadeWeights, cascade_loss
 from brainparc.train.targets import branch_targets
 
-__all__ = ["Trainer", "cascade_loss_fn", "reference_lr_factor"]
+__all__ = [
+    "Trainer",
+    "cascade_loss_fn",
+    "checkpoint_epoch",
+    "latest_checkpoint",
+    "reference_lr_factor",
+    "strip_loss_fn",
+]
 
 LOGGER = logging.getLogger(__name__)
 LossFn = Callable[[Sequence[Tensor], Mapping[str, Any]], tuple[Tensor, dict[str, float]]]
@@ -71,6 +78,44 @@ def cascade_loss_fn(
         )
 
     return loss
+
+
+def strip_loss_fn(valid_size: int, big_size: int | None = None, **kwargs: Any) -> LossFn:
+    """AutoStrip loss callable: (small, big) 0/1/IGNORE targets from ``batch["target"]``, then :func:`strip_loss`."""
+    from brainparc.train.losses import strip_loss
+    from brainparc.train.targets import centre_crop, centred_nearest_resize
+
+    def loss(outputs: Sequence[Tensor], batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        t = batch["target"].to(outputs[0].device).long()
+        targets = (centre_crop(t, valid_size), centred_nearest_resize(t, big_size or valid_size))
+        total = strip_loss(outputs, targets, **kwargs)
+        return total, {"total": float(total.detach())}
+
+    return loss
+
+
+def checkpoint_epoch(path: str | os.PathLike[str]) -> int | None:
+    """The epoch of a ``chk_<epoch>.pt`` file name (None for other names)."""
+    name = Path(path).name
+    if name.startswith("chk_") and name.endswith(".pt") and name[4:-3].isdigit():
+        return int(name[4:-3])
+    return None
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The ``chk_<epoch>.pt`` with the highest epoch in ``directory`` (None when there is none)."""
+    d = Path(directory)
+    found = [(checkpoint_epoch(p), p) for p in d.glob("chk_*.pt")] if d.is_dir() else []
+    found = [(e, p) for e, p in found if e is not None]
+    return max(found)[1] if found else None
+
+
+def _seed_all(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch, numpy and ``random`` from ``(seed, epoch, rank)``: every rank's stream restarts at each epoch."""
+    s = int(np.random.SeedSequence([seed, epoch, rank, 7]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)  # noqa: NPY002 - the legacy global state that library code uses
+    random.seed(s)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -112,6 +157,13 @@ class Trainer:
         Where to compute; where rank 0 writes ``checkpoints/chk_<epoch>.pt`` and ``last.pt``; this process's rank.
     amp, grad_clip
         Mixed precision on CUDA (bf16 autocast) and an optional gradient-norm clip.
+    seed
+        When given, torch/numpy/``random`` are reseeded from ``(seed, epoch, rank)`` at the start of every epoch, so a
+        run resumed at an epoch boundary continues exactly on *every* rank (checkpoints hold rank 0's RNG only).
+    keep_checkpoints
+        Rank 0 keeps the newest ``keep_checkpoints`` ``chk_<epoch>.pt`` files (None: all).
+    progress
+        tqdm bar per epoch on rank 0.
     """
 
     def __init__(
@@ -126,6 +178,9 @@ class Trainer:
         rank: int = 0,
         amp: bool = False,
         grad_clip: float | None = None,
+        seed: int | None = None,
+        keep_checkpoints: int | None = None,
+        progress: bool = False,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -137,6 +192,9 @@ class Trainer:
         self.amp = amp and self.device.type == "cuda"
         self.epoch, self.step = 0, 0
         self.history: list[dict[str, float]] = []
+        self.seed, self.keep_checkpoints, self.progress = seed, keep_checkpoints, progress
+        #: JSON-like state of callers (e.g. the best validation score) saved in checkpoints and restored by resume
+        self.extra_state: dict[str, Any] = {}
 
     @property
     def is_main(self) -> bool:
@@ -160,19 +218,39 @@ class Trainer:
         return parts
 
     def train_epoch(self, loader: Iterable[Mapping[str, Any]], max_steps: int | None = None) -> dict[str, float]:
-        """One pass over ``loader`` (after ``set_epoch`` on its sampler and dataset); mean loss parts."""
+        """One pass over ``loader`` (after ``set_epoch`` on its sampler and dataset); mean loss parts.
+
+        With ``progress`` (rank 0) a tqdm bar shows the running loss and the epoch's ETA.
+        """
         for obj in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(self.epoch)
+        if self.seed is not None:
+            _seed_all(self.seed, self.epoch, self.rank)
         sums: dict[str, float] = {}
         n = 0
-        for i, batch in enumerate(loader):
-            if max_steps is not None and i >= max_steps:
-                break
-            for k, v in self.train_step(batch).items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+        if total is not None and max_steps is not None:
+            total = min(total, max_steps)
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=f"epoch {self.epoch}", unit="it", dynamic_ncols=True, leave=False)
+        try:
+            for i, batch in enumerate(loader):
+                if max_steps is not None and i >= max_steps:
+                    break
+                for k, v in self.train_step(batch).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{sums['total'] / n:.4g}" if "total" in sums else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {k: v / max(n, 1) for k, v in sums.items()} | {"steps": float(n)}
 
     def fit(
         self,
@@ -180,18 +258,32 @@ class Trainer:
         epochs: int,
         save_every: int = 1,
         max_steps_per_epoch: int | None = None,
+        max_steps: int | None = None,
+        on_epoch_end: Callable[[Trainer], None] | None = None,
     ) -> list[dict[str, float]]:
-        """Train from ``self.epoch`` up to ``epochs`` (exclusive); checkpoint every ``save_every`` epochs (rank 0)."""
-        while self.epoch < epochs:
-            parts = self.train_epoch(loader, max_steps_per_epoch)
+        """Train from ``self.epoch`` up to ``epochs`` (exclusive) or until ``self.step`` reaches ``max_steps``.
+
+        After each epoch: the scheduler steps, ``on_epoch_end(self)`` runs (validation; it may add entries to
+        ``self.history[-1]`` and ``self.extra_state``), then rank 0 writes a checkpoint every ``save_every`` epochs and
+        after the last one.  An epoch cut short by ``max_steps`` counts as done.
+        """
+        while self.epoch < epochs and (max_steps is None or self.step < max_steps):
+            limit = max_steps_per_epoch
+            if max_steps is not None:
+                limit = min(limit or max_steps, max_steps - self.step)
+            parts = self.train_epoch(loader, limit)
             parts["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            parts["epoch"] = float(self.epoch)
             self.history.append(parts)
             if self.is_main:
                 LOGGER.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in parts.items()))
             self.epoch += 1
             if self.scheduler is not None:
                 self.scheduler.step()
-            if save_every and self.epoch % save_every == 0:
+            if on_epoch_end is not None:
+                on_epoch_end(self)
+            last = self.epoch >= epochs or (max_steps is not None and self.step >= max_steps)
+            if (save_every and self.epoch % save_every == 0) or (last and save_every):
                 self.save_checkpoint()
         return self.history
 
@@ -209,10 +301,15 @@ class Trainer:
             "step": self.step,
             "rng": _rng_state(),
             "history": self.history,
+            "extra": self.extra_state,
         }
 
     def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path | None:
-        """Write the state (rank 0 only; atomic) to ``path`` or ``out_dir/checkpoints/chk_<epoch>.pt`` + ``last.pt``."""
+        """Write the state (rank 0 only; atomic) to ``path`` or ``out_dir/checkpoints/chk_<epoch>.pt``.
+
+        Without ``path``, older ``chk_*.pt`` files beyond the newest ``keep_checkpoints`` are deleted;
+        :func:`latest_checkpoint` finds the newest one.
+        """
         if not self.is_main or (path is None and self.out_dir is None):
             return None
         target = Path(path) if path is not None else self.out_dir / "checkpoints" / f"chk_{self.epoch}.pt"
@@ -220,10 +317,10 @@ class Trainer:
         tmp = target.with_name(target.name + ".tmp")
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, target)
-        if path is None:
-            last = target.with_name("last.pt.tmp")
-            torch.save(self.state_dict(), last)
-            os.replace(last, target.with_name("last.pt"))
+        if path is None and self.keep_checkpoints:
+            old = sorted((e, p) for p in target.parent.glob("chk_*.pt") if (e := checkpoint_epoch(p)) is not None)
+            for _, p in old[: max(len(old) - self.keep_checkpoints, 0)]:
+                p.unlink(missing_ok=True)
         return target
 
     def export(self, path: str | os.PathLike[str], **card: Any) -> dict[str, Any] | None:
@@ -248,4 +345,5 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state.get("history", []))
+        self.extra_state = dict(state.get("extra", {}))
         _set_rng_state(state["rng"])

@@ -33,6 +33,11 @@ def phantom_labels(shape, inner, outer):
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Path:
+    return make_layout(tmp_path)
+
+
+def make_layout(tmp_path: Path) -> Path:
+    """The seed layout of the ``layout`` fixture under ``tmp_path`` (HCP full labels, MB DKT31, SS label-only)."""
     rows = ["IDs,folder,fold"]
     # BrainParc-style subjects (full labels); one uses the brain_sober alias, one has no edge file at all
     for i, (fold, edge_name) in enumerate([(3, "brain_edge.nii.gz"), (3, "brain_sober.nii.gz"), (2, None)]):
@@ -80,3 +85,23 @@ class StubCascade(torch.nn.Module):
             )
         (bs, ts, ps), (bb, tb, pb) = out
         return bs, bb, ts, tb, ps, pb
+
+
+def make_full_layout(root: Path, n_train: int = 8, n_val: int = 1, shape=(24, 26, 22), folder: str = "HCP") -> Path:
+    """A seed layout of fully labelled phantoms (WM core, cortex shell, CSF rim) with brain images, no edge files."""
+    rows = ["IDs,folder,fold"]
+    rng = np.random.default_rng(0)
+    for i in range(n_train + n_val):
+        d = root / "data" / folder / f"s{i}"
+        g = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+        r = np.sqrt(sum(x**2 for x in g))
+        # WM core (91/92 by side), precentral cortex (1/2 by side), CSF rim (100)
+        left = g[0] < 0
+        lab = np.select([r < 0.45, r < 0.75, r < 0.9], [np.where(left, 91, 92), np.where(left, 1, 2), 100], 0)
+        save_nifti(lab.astype(np.int16), d / "dk-struct.nii.gz")
+        img = (lab > 0) * (100.0 + 50 * (lab >= 91) * (lab < 100) - 60 * (lab == 100) + rng.normal(0, 2, shape))
+        save_nifti(img.astype(np.float32), d / "brain.nii.gz")
+        rows.append(f"s{i},{folder},{3 if i < n_train else 2}")
+    (root / "csvfile").mkdir(parents=True, exist_ok=True)
+    (root / "csvfile" / "file_list.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -9,7 +9,7 @@ import torch
 
 from brainparc.train.data import PatchDataset
 from brainparc.train.distributed import DistEnv, make_loader
-from brainparc.train.loop import Trainer, cascade_loss_fn, reference_lr_factor
+from brainparc.train.loop import Trainer, cascade_loss_fn, latest_checkpoint, reference_lr_factor
 from tests.train.conftest import PATCH, VALID, StubCascade
 
 torch.set_num_threads(1)
@@ -46,11 +46,9 @@ def test_resume_continues_exactly(layout, tmp_path):
     full.fit(loader, epochs=3)
     part = _trainer(ds, tmp_path / "b")
     part.fit(loader, epochs=2)
-    assert (tmp_path / "b" / "checkpoints" / "chk_2.pt").is_file() and (
-        tmp_path / "b" / "checkpoints" / "last.pt"
-    ).is_file()
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints") == tmp_path / "b" / "checkpoints" / "chk_2.pt"
     resumed = _trainer(ds, seed=123)  # different init: everything must come from the checkpoint
-    resumed.resume(tmp_path / "b" / "checkpoints" / "last.pt")
+    resumed.resume(latest_checkpoint(tmp_path / "b" / "checkpoints"))
     assert resumed.epoch == 2 and resumed.optimizer.state  # Adam moments restored
     resumed.fit(loader, epochs=3)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
