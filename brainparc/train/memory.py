@@ -24,8 +24,16 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = ["CHECKPOINTED_BLOCKS", "enable_grad_checkpointing"]
 
-#: Block classes wrapped by default: the down/up transitions, the CBAM fusions and the residual bottleneck.
-CHECKPOINTED_BLOCKS = ("DownTransition", "UpTransition", "CBAMBlock", "ResidualBlock", "BasicBlock")
+#: Block classes wrapped by default: every transition, the CBAM fusions, the bottleneck, the AutoStrip fusions.
+CHECKPOINTED_BLOCKS = (
+    "InputTransition",
+    "DownTransition",
+    "UpTransition",
+    "CBAMBlock",
+    "ResidualBlock",
+    "BasicBlock",
+    "OutputTransition",
+)
 
 
 @contextlib.contextmanager
@@ -69,7 +77,9 @@ def enable_grad_checkpointing(model: nn.Module, block_types: tuple[str, ...] = C
     wrapped: list[nn.Module] = []
 
     def visit(m: nn.Module) -> None:
-        if type(m).__name__ in block_types and not getattr(m, "_brainparc_checkpointed", False):
+        if getattr(m, "_brainparc_checkpointed", False):
+            return
+        if type(m).__name__ in block_types:
             m.forward = _wrap(m, m.forward)  # type: ignore[method-assign]
             m._brainparc_checkpointed = True  # type: ignore[assignment]
             wrapped.append(m)

@@ -91,7 +91,7 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
 
 def _attach_log(out: Path, is_main: bool) -> logging.Handler | None:
     logger = logging.getLogger("brainparc")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)  # other ranks: warnings and errors only
     if not is_main:
         return None
     out.mkdir(parents=True, exist_ok=True)
