@@ -88,6 +88,7 @@ def validate_t1w(img: nib.spatialimages.SpatialImage) -> None:
     if min(shape) < MIN_AXIS_VOXELS:
         raise InputError(f"image too small: shape {tuple(shape)}, need at least {MIN_AXIS_VOXELS} voxels per axis")
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = np.where(np.abs(zooms - np.round(zooms, 2)) < 1e-4, np.round(zooms, 2), zooms)  # 3.0000002 is 3 mm
     if np.all(zooms > MAX_VOXEL_MM):
         raise InputError(f"voxels too large ({_fmt(zooms)} mm): need at most {MAX_VOXEL_MM} mm along some axis")
     if np.any(zooms >= THICK_SLICE_MM):

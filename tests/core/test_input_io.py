@@ -108,3 +108,10 @@ def test_nib_ants_round_trip(seed):
     ras = aff[:3, :3] @ [1, 2, 3] + aff[:3, 3]
     lps = np.asarray(a.origin) + np.asarray(a.direction) @ (np.asarray(a.spacing) * [1, 2, 3])
     np.testing.assert_allclose(lps, ras * [-1, -1, 1], atol=1e-4)
+
+
+def test_mne_sample_3mm_head_is_accepted_with_a_warning(shared_data):
+    """3 mm isotropic (float32 header: 3.0000002) is the limit: processed, with a thick-slice warning."""
+    with pytest.warns(UserWarning, match="thick slices"):
+        img = load_t1w(shared_data / "whole_head/mne_sample/T1.mgz")
+    assert img.shape == (86, 86, 86)
