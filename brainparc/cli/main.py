@@ -1,60 +1,26 @@
-"""``brainparc`` entry point: parses, dispatches, and maps failures to documented exit codes.
+"""``brainparc`` entry point: picks the parser, dispatches, and maps failures to documented exit codes.
 
-Exit codes (also in the README): 0 success · 1 processing failed · 2 usage error · 3 bad input data ·
-4 model/weights problem. User-facing failures print one line on stderr; ``-v`` adds the traceback.
+Forms: ``brainparc BIDS_DIR OUTPUT_DIR {participant,group} [options]`` (the BIDS App) and the subcommands
+``parcellate``, ``train`` and ``demo``. Exit codes (also in the README): 0 success · 1 processing failed (any
+participant) · 2 usage error (including OUTPUT_DIR inside BIDS_DIR) · 3 bad input data (not a BIDS dataset,
+unknown participant, nothing selected, unreadable image) · 4 model/weights problem. User-facing failures print one
+line on stderr; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from brainparc import __version__
+from brainparc.cli.parser import SUBCOMMANDS, get_parser, get_subcommand_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 LOGGER = logging.getLogger("brainparc")
 
-
-def _nthreads(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be ≥ 1")
-    return n
-
-
-def _add_parcellate(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "parcellate",
-        help="parcellate one T1w image",
-        description="Skull-strip and parcellate one T1w image; outputs are written on the input grid.",
-    )
-    p.add_argument("t1w", type=Path, help="T1-weighted NIfTI/MGH image")
-    p.add_argument("-o", "--output-dir", type=Path, required=True, help="output folder (created if needed)")
-    p.add_argument(
-        "--model",
-        action="append",
-        default=None,
-        metavar="default|PATH",
-        help="parcellation and/or skull-stripping weights: 'default' (bundled), our .safetensors, or the official "
-        "BrainParc.pth(.gz) / AutoStrip_Full.pth(.gz); repeat to give both (default: default)",
-    )
-    p.add_argument("--skull-strip", choices=("auto", "force", "skip"), default="auto")
-    p.add_argument("--brain-mask", type=Path, default=None, help="use this brain mask instead of skull stripping")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--nthreads", type=_nthreads, default=None, help="CPU threads for torch and ANTs")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-
-
-def get_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with its subcommands."""
-    parser = argparse.ArgumentParser(prog="brainparc", description="Unified lifespan brain parcellation (BrainParc).")
-    parser.add_argument("--version", action="version", version=f"brainparc {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_parcellate(subparsers)
-    return parser
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_MODEL", "EXIT_OK", "EXIT_USAGE", "get_parser", "main"]
 
 
 def _run_parcellate(args: argparse.Namespace) -> int:
@@ -71,14 +37,37 @@ def _run_parcellate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from brainparc.demo import run_demo
+
+    return run_demo(
+        args.outdir,
+        models=args.model or ["default"],
+        skull_strip=args.skull_strip,
+        device=args.device,
+        nprocs=args.nprocs,
+        omp_nthreads=args.omp_nthreads,
+        resolution=args.resolution,
+    )
+
+
+def _run_bids_app(args: argparse.Namespace) -> int:
+    from brainparc.cli.run import build_config, run_bids_app
+
+    return run_bids_app(build_config(args))
+
+
 def _exit_code(exc: BaseException) -> tuple[int, str]:
     """Map an exception to (exit code, one-line message)."""
+    from brainparc.bids.layout import BIDSError
+    from brainparc.cli.run import UsageError
     from brainparc.core.io import InputError
-    from brainparc.models.checkpoints import CheckpointError, ModelNotFoundError
 
-    if isinstance(exc, InputError):
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, InputError | BIDSError):
         return EXIT_BAD_INPUT, f"bad input: {exc}"
-    if isinstance(exc, ModelNotFoundError | CheckpointError):
+    if type(exc).__name__ in ("ModelNotFoundError", "CheckpointError"):  # no torch import just to compare
         return EXIT_MODEL, f"model error: {exc}"
     if isinstance(exc, FileNotFoundError):
         return EXIT_BAD_INPUT, f"bad input: {exc}"
@@ -87,18 +76,33 @@ def _exit_code(exc: BaseException) -> tuple[int, str]:
     return EXIT_FAILED, f"processing failed: {type(exc).__name__}: {exc}"
 
 
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry call from nipype
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = get_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        parser = get_subcommand_parser(with_train=argv[0] == "train")
+    elif not argv or argv[0] in ("-h", "--help", "--version"):
+        parser = get_parser()
+        if not argv:
+            parser.print_usage(sys.stderr)
+            return EXIT_USAGE
+    else:
+        parser = get_parser()
+    args = parser.parse_args(argv)  # argparse exits with 2 on usage errors (SystemExit)
+    if getattr(args, "command", None) == "train":
+        from brainparc.train.cli import run_train
+
+        return run_train(args)
+    _setup_logging(args.verbose)
+    runner = {"parcellate": _run_parcellate, "demo": _run_demo}.get(getattr(args, "command", None), _run_bids_app)
     try:
-        return _run_parcellate(args)
+        return runner(args)
     except KeyboardInterrupt:
         print("brainparc: interrupted", file=sys.stderr)
         return EXIT_FAILED

@@ -1,0 +1,1 @@
+"""BIDS input selection (pybids) and the BIDS-derivatives output contract of the BIDS App."""

@@ -1,0 +1,204 @@
+"""Run the BIDS App: guards, selection, the participant workflow, failure summaries, reports, group level."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from brainparc.cli.config import ExecConfig, RunConfig
+
+LOGGER = logging.getLogger("brainparc")
+
+
+class UsageError(ValueError):
+    """A command-line problem (exit code 2)."""
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    path, parent = path.resolve(), parent.resolve()
+    return path == parent or parent in path.parents
+
+
+def build_config(args) -> RunConfig:
+    """Check the paths and turn the parsed arguments into a :class:`RunConfig`."""
+    from brainparc.bids.layout import load_filters
+
+    bids_dir, output_dir = Path(args.bids_dir).absolute(), Path(args.output_dir).absolute()
+    if bids_dir.exists() and _inside(output_dir, bids_dir):
+        raise UsageError(
+            f"OUTPUT_DIR {output_dir} is BIDS_DIR or inside it; BIDS_DIR is never written to: "
+            "choose an output folder outside the dataset (e.g. next to it)"
+        )
+    work_dir = Path(args.work_dir).absolute() if args.work_dir else output_dir.parent / "brainparc_work"
+    if bids_dir.exists() and _inside(work_dir, bids_dir):
+        raise UsageError(f"work dir {work_dir} is inside BIDS_DIR; pass -w/--work-dir outside the dataset")
+    nprocs = args.nprocs or os.cpu_count() or 1
+    omp = args.omp_nthreads or (1 if nprocs == 1 else min(8, nprocs - 1))
+    execution = ExecConfig(
+        plugin=args.plugin,
+        plugin_args=dict(args.plugin_args or {}),
+        nprocs=nprocs,
+        omp_nthreads=min(omp, nprocs),
+        mem_gb=args.mem,
+        stop_on_first_crash=args.stop_on_first_crash,
+        write_graph=args.write_graph,
+    )
+    return RunConfig(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        work_dir=work_dir,
+        participant_label=tuple(args.participant_label or ()),
+        session_label=tuple(args.session_label or ()),
+        bids_filters=load_filters(args.bids_filter_file),
+        bids_database_dir=args.bids_database_dir,
+        skip_bids_validation=args.skip_bids_validation,
+        models=tuple(args.model or ["default"]),
+        skull_strip=args.skull_strip,
+        device=args.device,
+        reports_only=args.reports_only,
+        execution=execution,
+    )
+
+
+def plugin_settings(cfg: RunConfig) -> tuple[str, dict]:
+    """nipype plugin name and arguments: MultiProc honours ``--nprocs`` / ``--mem`` and gets a fast poll."""
+    ex = cfg.execution
+    args = dict(ex.plugin_args)
+    if ex.plugin == "MultiProc":
+        args.setdefault("n_procs", ex.nprocs)
+        if ex.mem_gb:
+            args.setdefault("memory_gb", ex.mem_gb)
+        # torch may already be loaded in this process (model check): fork-safe workers
+        args.setdefault("mp_context", "forkserver")
+        args.setdefault("raise_insufficient", False)
+    return ex.plugin, args
+
+
+def run_participant(cfg: RunConfig) -> int:
+    """Participant level; returns the exit code (1 when any T1w or participant failed)."""
+    from brainparc.bids.derivatives import container_from_env, init_derivatives
+    from brainparc.bids.layout import BIDSError, check_bids_dir, collect_t1w, load_layout, validate_bids
+
+    check_bids_dir(cfg.bids_dir)
+    if not cfg.skip_bids_validation:
+        errors = validate_bids(cfg.bids_dir)
+        if errors:
+            raise BIDSError(f"BIDS validation failed ({errors}); fix the dataset or pass --skip-bids-validation")
+    layout = load_layout(cfg.bids_dir, cfg.bids_database_dir)
+    t1ws, empty = collect_t1w(layout, cfg.participant_label, cfg.session_label, cfg.bids_filters)
+    if not t1ws:
+        raise BIDSError("no T1w image matches the selection (participants, sessions, --bids-filter-file)")
+    failures = {sub: "no T1w image found" for sub in empty}
+    for sub in empty:
+        print(f"brainparc: FAILED sub-{sub}: no T1w image found (other participants continue)")
+    if not cfg.reports_only:
+        _check_models(cfg.models)
+        init_derivatives(cfg.output_dir, cfg.bids_dir, container_from_env())
+        _write_config(cfg, sorted({t.subject for t in t1ws}))
+        failures.update(_run_workflow(cfg, t1ws))
+    _participant_reports(cfg, t1ws, failures)
+    return 1 if failures else 0
+
+
+def _check_models(specs) -> None:
+    """Fail early (exit 4) on missing/unreadable weights, before any node runs."""
+    from brainparc.pipeline import load_models
+
+    load_models(list(specs))
+
+
+def _write_config(cfg: RunConfig, subjects: list[str]) -> None:
+    from brainparc.outputs import write_atomic
+
+    for sub in subjects:
+        write_atomic(cfg.output_dir / f"sub-{sub}" / "log" / cfg.run_uuid / "brainparc.toml", cfg.to_toml())
+
+
+def _run_workflow(cfg: RunConfig, t1ws) -> dict[str, str]:
+    """Build and run the workflow; return ``{subject: one-line failure}`` for the T1w images that failed."""
+    from brainparc.workflows.base import init_brainparc_wf
+
+    logs = cfg.output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    wf = init_brainparc_wf(
+        t1ws,
+        bids_dir=cfg.bids_dir,
+        output_dir=cfg.output_dir,
+        work_dir=cfg.work_dir,
+        models=cfg.models,
+        skull_strip=cfg.skull_strip,
+        device=cfg.device,
+        omp_nthreads=cfg.execution.omp_nthreads or 1,
+    )
+    wf.config["execution"].update(
+        {
+            "crashdump_dir": str(logs),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": cfg.execution.stop_on_first_crash,
+            "poll_sleep_duration": 0.05,
+            "remove_unnecessary_outputs": False,
+        }
+    )
+    if cfg.execution.write_graph:
+        try:
+            wf.write_graph(graph2use="colored", format="svg", simple_form=True)
+        except Exception as exc:  # graphviz missing is not a reason to stop
+            LOGGER.warning("could not write the workflow graph: %s", exc)
+    plugin, plugin_args = plugin_settings(cfg)
+    start = time.time()
+    try:
+        wf.run(plugin=plugin, plugin_args=plugin_args)
+    except RuntimeError as exc:
+        LOGGER.info("workflow finished with errors: %s", exc)
+    return _summarise_crashes(logs, t1ws, since=start)
+
+
+def _summarise_crashes(logs: Path, t1ws, since: float) -> dict[str, str]:
+    """One line per failed T1w, from the crash files written during this run."""
+    crashes = [p for p in logs.glob("crash-*.txt") if p.stat().st_mtime >= since - 1]
+    failures: dict[str, str] = {}
+    for t1w in t1ws:
+        tag = f"single_t1w_{t1w.key}_wf"
+        for crash in sorted(crashes):
+            text = crash.read_text(errors="replace")
+            if tag not in text:
+                continue
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            last = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+            line = f"{t1w.path.name}: {last} (crash file: {crash})"
+            failures[t1w.subject] = "; ".join(filter(None, [failures.get(t1w.subject), line]))
+            print(f"brainparc: FAILED sub-{t1w.subject} {line}")
+            break
+    return failures
+
+
+def _participant_reports(cfg: RunConfig, t1ws, failures: dict[str, str]) -> None:
+    from brainparc.reports.participant import write_participant_report
+
+    subjects = sorted({t.subject for t in t1ws} | set(failures))
+    for sub in subjects:
+        try:
+            path = write_participant_report(cfg.output_dir, sub, cfg.bids_dir, failures.get(sub))
+            LOGGER.info("report: %s", path)
+        except Exception as exc:  # a broken report must not hide the processing result
+            LOGGER.warning("could not write the report of sub-%s: %s", sub, exc)
+
+
+def run_group(cfg: RunConfig) -> int:
+    """Group level: reads OUTPUT_DIR only."""
+    from brainparc.reports.group import run_group_level
+
+    paths = run_group_level(cfg.output_dir, cfg.participant_label)
+    print(f"brainparc: group report: {paths['report']}")
+    return 0
+
+
+def run_bids_app(cfg: RunConfig) -> int:
+    """Dispatch on the analysis level."""
+    if cfg.analysis_level == "group":
+        return run_group(replace(cfg))
+    return run_participant(cfg)

@@ -1,0 +1,121 @@
+"""The per-participant HTML report ``OUTPUT_DIR/sub-XX.html`` (figures in ``sub-XX/figures/``).
+
+Built from the derivatives alone (so ``--reports-only`` and failed runs can rebuild it), in a ``finally``-style
+step of the participant level. One section per T1w: overlays (mask, tissue, parcellation), QC flags, the volume
+table, provenance; plus the errors of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from brainparc import labels
+from brainparc.reports.figures import plot_overlay
+from brainparc.reports.qc import participant_flags
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;
+font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}.warning{color:#a05000}.error{color:#c00000}
+img{max-width:100%}details{margin:0.5em 0}"""
+
+
+def _stems(subject_dir: Path) -> list[str]:
+    suffix = "_desc-aparcaseg_dseg.nii.gz"
+    return sorted(str(p)[: -len(suffix)] for p in subject_dir.rglob(f"*{suffix}"))
+
+
+def read_volumes(tsv: Path) -> dict[str, float]:
+    """``{name: volume_mm3}`` from a ``*_volumes.tsv``."""
+    with open(tsv, newline="", encoding="utf-8") as fh:
+        return {row["name"]: float(row["volume_mm3"]) for row in csv.DictReader(fh, delimiter="\t")}
+
+
+def _figures(stem: str, fig_dir: Path) -> list[tuple[str, Path]]:
+    name = Path(stem).name
+    anat_path = Path(stem + "_desc-preproc_T1w.nii.gz")
+    parc_img = nib.load(stem + "_desc-aparcaseg_dseg.nii.gz")
+    anat = nib.load(anat_path) if anat_path.is_file() else parc_img
+    mask = nib.load(stem + "_desc-brain_mask.nii.gz")
+    tissue = nib.load(stem + "_desc-tissue_dseg.nii.gz")
+    dk = labels.dk_struct()
+    idx = dk.from_freesurfer(np.asarray(parc_img.dataobj))
+    parc = nib.Nifti1Image(idx.astype(np.int16), parc_img.affine)
+    return [
+        ("Brain mask", plot_overlay(anat, mask, fig_dir / f"{name}_desc-brain_mask.png", mode="contour")),
+        (
+            "Tissue (CSF, GM, WM)",
+            plot_overlay(
+                anat, tissue, fig_dir / f"{name}_desc-tissue_dseg.png", colors=["#000", "#3080ff", "#ff5050", "#f0f0a0"]
+            ),
+        ),
+        (
+            "Parcellation",
+            plot_overlay(
+                anat, parc, fig_dir / f"{name}_desc-aparcaseg_dseg.png", colors=[lab.color for lab in dk.labels]
+            ),
+        ),
+    ]
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _section(stem: str, out_html: Path, fig_dir: Path) -> str:
+    name = Path(stem).name
+    parts = [f"<h2>{html.escape(name)}</h2>"]
+    try:
+        figs = _figures(stem, fig_dir)
+        for caption, png in figs:
+            rel = os.path.relpath(png, out_html.parent)
+            parts.append(f"<h3>{caption}</h3><img src='{html.escape(rel)}' alt='{caption}'>")
+    except Exception as exc:  # report what is there, say what is not
+        parts.append(f"<p class='error'>figures failed: {html.escape(str(exc))}</p>")
+    vol_tsv = Path(stem + "_desc-aparcaseg_volumes.tsv")
+    side = Path(stem + "_desc-aparcaseg_volumes.json")
+    age = json.loads(side.read_text()).get("age") if side.is_file() else None
+    parts.append(f"<p>Age: {'unknown' if age is None else age}</p>")
+    if vol_tsv.is_file():
+        vols = read_volumes(vol_tsv)
+        flags = participant_flags(vols)
+        parts.append("<h3>QC flags</h3>" + (_table(flags, ["flag", "severity", "detail"]) if flags else "<p>none</p>"))
+        rows = [{"name": k, "volume_mm3": v} for k, v in vols.items()]
+        parts.append("<details><summary>Volumes (mm³)</summary>" + _table(rows, ["name", "volume_mm3"]) + "</details>")
+    prov = Path(stem + "_desc-aparcaseg_dseg.json")
+    if prov.is_file():
+        meta = json.loads(prov.read_text())
+        parts.append(
+            f"<details><summary>Provenance</summary><pre>{html.escape(json.dumps(meta, indent=1))}</pre></details>"
+        )
+    return "\n".join(parts)
+
+
+def write_participant_report(
+    output_dir: str | os.PathLike, subject: str, bids_dir: str | os.PathLike | None = None, error: str | None = None
+) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` from the derivatives present; returns its path."""
+    from brainparc.outputs import write_atomic
+
+    output_dir = Path(output_dir)
+    out_html = output_dir / f"sub-{subject}.html"
+    fig_dir = output_dir / f"sub-{subject}" / "figures"
+    body = [f"<h1>brainparc: sub-{html.escape(subject)}</h1>"]
+    if bids_dir is not None:
+        body.append(f"<p>Input dataset: {html.escape(str(bids_dir))}</p>")
+    body.append("<h2>Errors</h2>" + (f"<pre class='error'>{html.escape(error)}</pre>" if error else "<p>none</p>"))
+    stems = _stems(output_dir / f"sub-{subject}")
+    if not stems:
+        body.append("<p class='error'>No parcellation found for this participant.</p>")
+    body.extend(_section(stem, out_html, fig_dir) for stem in stems)
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{html.escape(subject)}</title>"
+    page += f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    return write_atomic(out_html, page)
