@@ -4,12 +4,13 @@ Each preset runs in a fresh subprocess so that peak RSS (``ru_maxrss``) figures 
 (``brainparc.models.build``); the input is a synthetic 1 mm adult-like volume (208×256×256) with an ellipsoid brain of
 ~1.4 L. ``--max-windows N`` runs the network on the first N windows only and feeds the cached output of the last real
 call for the others: the full accumulators and blending still run (so memory is measured for the whole volume) and
-the wall time is extrapolated as ``measured + (windows - N) × mean seconds per real window``.
+the wall time is extrapolated as ``measured + (windows - N) × mean seconds per real window``. Use N ≥ 2: the
+accumulators are allocated after the first window, so only a later forward shows the true peak.
 
 Usage::
 
     python benchmarks/inference.py --presets brainparc-lite autostrip-lite --nthreads 2
-    python benchmarks/inference.py --presets brainparc-official --max-windows 1
+    python benchmarks/inference.py --presets brainparc-official --max-windows 2
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--nthreads", type=int, default=2)
-    parser.add_argument("--max-windows", type=int, default=None, help="run the network on N windows, extrapolate")
+    parser.add_argument("--max-windows", type=int, default=None, help="run the net on N (>= 2) windows, extrapolate")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--shape", type=int, nargs=3, default=(208, 256, 256))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
