@@ -140,6 +140,9 @@ def _exit_code(exc: BaseException) -> tuple[int, str]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``brainparc train …`` from parsed arguments; returns the exit code (one-line errors on stderr)."""
+    if not logging.getLogger().handlers:  # console log when called from brainparc.cli.main (the file log is separate)
+        level = logging.DEBUG if getattr(args, "verbose", 0) > 1 else logging.INFO
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     task = getattr(args, "train_task", None)
     if task is None:
         print("brainparc train: choose parc, strip or prepare (see brainparc train --help)", file=sys.stderr)
@@ -187,5 +190,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="brainparc")
     add_train_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args: Any = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(asctime)s %(message)s")
     return run_train(args)

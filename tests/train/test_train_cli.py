@@ -192,3 +192,16 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     card = json.loads((out / "config.json").read_text())
     assert card["iterations"] == 2
     assert "world size 2" in (out / "train.log").read_text()
+
+
+def test_through_the_brainparc_entry_point(tmp_path, capsys):
+    from brainparc.cli.main import main as brainparc_main
+
+    with pytest.raises(SystemExit) as exc:
+        brainparc_main(["train", "parc", "--help"])
+    assert exc.value.code == 0 and "--synth-ratio" in capsys.readouterr().out
+    code = brainparc_main(["train", "parc", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert code == 3 and "data root not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        brainparc_main(["train", "parc", "--data", "d", "--out", "o", "--preset", "nope"])
+    assert exc.value.code == 2
