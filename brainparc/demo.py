@@ -20,10 +20,13 @@ from brainparc.outputs import save_nifti_atomic, write_atomic, write_json_atomic
 
 
 def _template(resolution: float) -> nib.Nifti1Image:
-    from nilearn.datasets import load_mni152_template
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
     from nilearn.image import resample_img
 
     tpl = load_mni152_template(resolution=1)
+    mask = np.asarray(load_mni152_brain_mask(resolution=1).dataobj) > 0
+    # the template's background is not exactly 0: zero it with the bundled brain mask (a truly stripped input)
+    tpl = nib.Nifti1Image(np.asarray(tpl.dataobj, dtype=np.float32) * mask, tpl.affine)
     if resolution != 1:
         target = np.diag([resolution, resolution, resolution, 1.0])
         target[:3, 3] = tpl.affine[:3, 3]

@@ -80,6 +80,8 @@ def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry call from nipype
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):  # nipype logs through its own handler
+        logging.getLogger(name).propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

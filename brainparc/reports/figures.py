@@ -70,6 +70,7 @@ def plot_overlay(
     plt = _plt()
     a = _canonical(anat).astype(np.float32)
     o = _canonical(overlay)
+    zooms = nib.as_closest_canonical(anat).header.get_zooms()[:3]
     vmax = float(np.percentile(a[a > 0], 99)) if np.any(a > 0) else 1.0
     pos = slice_positions(o > 0, n_slices)
     fig, axes = plt.subplots(3, n_slices, figsize=(2.2 * n_slices, 6.6), facecolor="black")
@@ -78,14 +79,22 @@ def plot_overlay(
             ax = axes[axis, j]
             img = np.rot90(np.take(a, k, axis=axis))
             lab = np.rot90(np.take(o, k, axis=axis))
-            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+            i, j = (d for d in range(3) if d != axis)
+            aspect = zooms[j] / zooms[i]  # rows of the rotated slice run along axis j: true proportions
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest", aspect=aspect)
             if mode == "contour":
                 if np.any(lab > 0) and np.any(lab == 0):
                     ax.contour(lab > 0, levels=[0.5], colors="#ff3030", linewidths=0.8)
             else:
                 cmap = _lut(list(colors or ["#000000", "#ff0000"]))
                 ax.imshow(
-                    np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=cmap.N - 1, alpha=0.55, interpolation="nearest"
+                    np.ma.masked_equal(lab, 0),
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=cmap.N - 1,
+                    alpha=0.55,
+                    interpolation="nearest",
+                    aspect=aspect,
                 )
             ax.set_axis_off()
             ax.set_title(f"{'xyz'[axis]}={k}", color="white", fontsize=7)
