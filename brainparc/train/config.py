@@ -46,7 +46,9 @@ class TrainConfig:
 
     Exactly one of ``epochs`` and ``iterations`` bounds the run (``iterations`` counts optimiser steps of one rank; the
     epoch in which the budget runs out is cut short and counts as done).  ``patch_size``/``valid_size`` override the
-    preset's window geometry (smaller windows for smoke runs); the exported model card records the geometry used.
+    preset's window geometry (smaller windows for smoke runs) and use the exact fusion field of view (the official
+    integer crops exist for 160/96 only); the exported model card records the geometry, so ``brainparc.models.load``
+    rebuilds the same network.
     """
 
     task: str

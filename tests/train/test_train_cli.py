@@ -205,3 +205,22 @@ def test_through_the_brainparc_entry_point(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         brainparc_main(["train", "parc", "--data", "d", "--out", "o", "--preset", "nope"])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(sys.executable).with_name("torchrun").exists(), reason="torchrun not installed")
+def test_torchrun_resume_equals_uninterrupted(tmp_path):
+    """2 ranks: 2 epochs in one go == 1 epoch, then ``--resume auto`` to 2 (measured: bit-identical)."""
+    from safetensors.torch import load_file
+
+    data = make_full_layout(tmp_path / "data", n_train=8, n_val=1)
+    base = ["train", "parc", "--data", str(data), *SMALL, *FAST, "--batch-size", "2", "--val-every", "0"]
+    for out, extra in [
+        ("a", ["--epochs", "2"]),
+        ("b", ["--epochs", "1"]),
+        ("b", ["--epochs", "2", "--resume", "auto"]),
+    ]:
+        proc = _torchrun([*base, "--out", str(tmp_path / out), *extra])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
