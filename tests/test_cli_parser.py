@@ -92,3 +92,16 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and "brainparc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("device", "gpu_slots"), [("cpu", None), ("cuda", 1), ("cuda:1", 1)])
+def test_plugin_settings(tmp_path, device, gpu_slots):
+    from brainparc.cli.run import build_config, plugin_settings
+
+    base = [str(tmp_path / "bids"), str(tmp_path / "out"), "participant"]
+    args = get_parser().parse_args([*base, "--nprocs", "3", "--mem", "6G", "--device", device])
+    plugin, plugin_args = plugin_settings(build_config(args))
+    assert plugin == "MultiProc" and plugin_args["n_procs"] == 3 and plugin_args["memory_gb"] == 6.0
+    assert plugin_args.get("n_gpu_procs") == gpu_slots
+    args.plugin_args = {"n_gpu_procs": 2}
+    assert plugin_settings(build_config(args))[1].get("n_gpu_procs") == 2  # the user's value wins

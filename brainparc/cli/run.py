@@ -75,6 +75,14 @@ def plugin_settings(cfg: RunConfig) -> tuple[str, dict]:
         # torch may already be loaded in this process (model check): fork-safe workers
         args.setdefault("mp_context", "forkserver")
         args.setdefault("raise_insufficient", False)
+        from brainparc.workflows.base import is_gpu_device
+
+        if is_gpu_device(cfg.device):
+            # one parcellation per GPU: each GPU node takes one of n_gpu_procs slots. nipype's default is the
+            # number of GPUs nvidia-smi lists, which is 0 in containers without nvidia-smi: never let it be 0
+            from nipype.utils.gpu_count import gpu_count
+
+            args.setdefault("n_gpu_procs", max(1, gpu_count()))
     return ex.plugin, args
 
 

@@ -3,7 +3,9 @@
 GPU scheduling: nipype's MultiProc plugin counts a node as a GPU job when its inputs have ``use_gpu=True``
 (``Node.is_gpu_node``) and runs at most ``n_gpu_procs`` GPU slots at once (plugin argument; default: the number of
 GPUs ``nvidia-smi`` lists). The workflow sets ``use_gpu`` when ``--device`` is a CUDA device and gives the node
-``n_procs=1`` GPU slot, so there is at most one parcellation per GPU at a time.
+``n_procs=1`` GPU slot, so there is at most one parcellation per GPU at a time. ``brainparc.cli.run`` never lets
+``n_gpu_procs`` be 0 (nipype's default where ``nvidia-smi`` is missing, which would never schedule the node);
+``--plugin-args '{"n_gpu_procs": N}'`` overrides it.
 """
 
 from __future__ import annotations
