@@ -74,8 +74,11 @@ def check_bids_dir(bids_dir: Path) -> None:
 
 def validate_bids(bids_dir: Path) -> str | None:
     """Run the offline deno BIDS validator when installed; return its error summary (``None`` if valid/absent)."""
-    exe = shutil.which("bids-validator-deno") or shutil.which("bids-validator")
-    if exe is None or "deno" not in Path(exe).name:
+    import sys
+
+    beside = Path(sys.executable).parent / "bids-validator-deno"  # installed in the same environment
+    exe = shutil.which("bids-validator-deno") or (str(beside) if beside.is_file() else None)
+    if exe is None:
         LOGGER.info("bids-validator-deno not found: skipping BIDS validation")
         return None
     proc = subprocess.run([exe, str(bids_dir), "--json"], capture_output=True, text=True, check=False)

@@ -96,3 +96,18 @@ def test_not_a_bids_dir(tmp_path):
         check_bids_dir(tmp_path)
     with pytest.raises(BIDSError, match=r"does not exist"):
         check_bids_dir(tmp_path / "nope")
+
+
+def test_validation_with_deno_validator(tmp_path):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from brainparc.bids.layout import validate_bids
+
+    if not (shutil.which("bids-validator-deno") or (Path(sys.executable).parent / "bids-validator-deno").is_file()):
+        pytest.skip("bids-validator-deno not installed")
+    root = make_bids(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz"])
+    assert validate_bids(root) is None
+    (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").rename(root / "sub-01" / "anat" / "sub-01_bogus.nii.gz")
+    assert validate_bids(root)  # an error summary

@@ -185,3 +185,10 @@ def test_bad_usage_exit_codes(run, tiny_model_paths, tmp_path, capsys):
     assert len(err) == 4 and all(line.startswith("brainparc: error: ") for line in err)
     assert "sub-99" not in err[1] or "99 not found" in err[1]
     assert not Path(out).exists() or not any(Path(out).rglob("*.nii.gz"))
+
+
+def test_reports_only(run):
+    report = run["out"] / "sub-02.html"
+    report.unlink()
+    assert main([*run["args"], "--participant-label", "02", "--reports-only"]) == EXIT_OK
+    assert "sub-02_run-01" in report.read_text()
