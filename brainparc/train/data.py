@@ -397,28 +397,36 @@ class PatchDataset(Dataset):
         return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge)), target
 
 
-def fully_labelled_fractions(dataset: PatchDataset, max_subjects: int | None = None, seed: int = 0) -> np.ndarray:
+def fully_labelled_fractions(
+    dataset: PatchDataset, max_subjects: int | None = None, seed: int = 0, min_single: float = 0.99
+) -> np.ndarray:
     """Class volume fractions (:func:`brainparc.train.losses.volume_fractions`) over the dataset's fully labelled
-    subjects (declarations whose every value maps to a single class and that read 0 as background).
+    subjects.
 
-    ``max_subjects`` caps the number of label maps read (a seeded random subset), since this runs at start-up.
+    A subject counts when its declaration has no missing class, reads 0 as background, and at least ``min_single`` of
+    its labelled (non-background, non-ignored) voxels carry a single class: full BrainParc maps and FreeSurfer
+    aparc+aseg (whose few leftover 3/42 cortex voxels are merged groups, left out of the counts) qualify; DKT31,
+    aseg-only and tissue maps do not.  ``max_subjects`` caps the number of label maps read (a seeded random subset of
+    the candidates), since this runs at start-up.
     """
     from brainparc.train.losses import volume_fractions
 
     n_cls = 107
-    full = [
+    candidates = [
         i
         for i, e in enumerate(dataset.entries)
-        if all(g < n_cls for g in dataset.declarations[e.folder][0].lut.values())
+        if not dataset.declarations[e.folder][0].declaration.missing
         and not dataset.declarations[e.folder][0].needs_brain_mask
     ]
-    if not full:
-        raise ValueError("no fully labelled subject: cannot estimate class volume fractions")
-    if max_subjects is not None and len(full) > max_subjects:
-        full = sorted(np.random.default_rng(seed).choice(full, max_subjects, replace=False).tolist())
+    if max_subjects is not None and len(candidates) > max_subjects:
+        candidates = sorted(np.random.default_rng(seed).choice(candidates, max_subjects, replace=False).tolist())
     maps = []
-    for i in full:
-        t = dataset.load_subject(i)["targets"] if dataset.task == "parc" else None
-        if t is not None:
+    for i in candidates if dataset.task == "parc" else []:
+        t = dataset.load_subject(i)["targets"]
+        labelled = int((t > 0).sum())  # group 0 is background, -1 ignored; merged groups are ≥ 107
+        single = int(((t > 0) & (t < n_cls)).sum())
+        if labelled and single >= min_single * labelled:
             maps.append(t)
+    if not maps:
+        raise ValueError("no fully labelled subject: cannot estimate class volume fractions")
     return volume_fractions(maps, n_cls)

@@ -13,7 +13,7 @@ import torch
 from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
 from brainparc.train.cli import main
-from brainparc.train.data import PatchDataset, folder_declaration
+from brainparc.train.data import PatchDataset, folder_declaration, fully_labelled_fractions
 from brainparc.train.prepare import find_label_map
 
 torch.set_num_threads(1)
@@ -26,7 +26,7 @@ def _head_and_labels(seed: int) -> tuple[np.ndarray, np.ndarray]:
     left = g[0] < 0  # RAS: i increases to the right, so negative x is left
     lab = np.select(
         [r < 0.3, r < 0.5, r < 0.6, r < 0.65],
-        [np.where(left, 2, 41), np.where(left, 1024, 2024), 24, np.where(left, 3, 1000)],
+        [np.where(left, 2, 41), np.where(left, 1024, 2024), 24, np.where(left & (g[2] > 0.55), 3, 1000)],
         0,
     ).astype(np.int16)
     rng = np.random.default_rng(seed)
@@ -102,8 +102,10 @@ def test_prepare_writes_the_seed_layout(prepared):
     ds = PatchDataset(prepared, "train", patch_size=32)
     item = ds[0]
     t = item["target"]
-    assert item["image"].shape == (2, 32, 32, 32) and t.max() > 106  # 3/42 leftover cortex: merged groups
-    assert ((t >= -1) & (t < len(ds.registry))).all()
+    assert item["image"].shape == (2, 32, 32, 32) and ((t >= -1) & (t < len(ds.registry))).all()
+    assert ds.load_subject(0)["targets"].max() > 106  # 3 (leftover left cortex): a merged group
+    f = fully_labelled_fractions(ds)  # aparc+aseg counts as fully labelled (few merged 3/42 voxels)
+    assert f[1] > 0 and f[2] > 0 and f[91] > 0 and f[100] > 0 and f.sum() == pytest.approx(1.0)
 
 
 def test_train_strip_on_prepared_data(prepared, tmp_path):
