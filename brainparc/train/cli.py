@@ -74,7 +74,7 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--grad-clip", type=float, default=S, help="clip the gradient norm (default: off)")
     p.add_argument("--foreground-prob", type=_ratio, default=S, help="patch centres in the brain (default: 0.9)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S, help="progress bar (on)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors; -vv: debug log")
 
 
 def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +96,7 @@ def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--n4", action=argparse.BooleanOptionalAction, default=True, help="N4 as at run time (on)")
     p.add_argument("--participant-label", nargs="+", default=None, help="only these subjects (with or without sub-)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors; -vv: debug log")
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -106,7 +106,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="train BrainParc/AutoStrip networks, or prepare training data",
         description="Train the parcellation cascade or AutoStrip (also under torchrun), or prepare a data root.",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors; -vv: debug log")
     sub = p.add_subparsers(dest="train_task", metavar="{parc,strip,prepare}")
     _add_fit_parser(sub, "parc")
     _add_fit_parser(sub, "strip")
