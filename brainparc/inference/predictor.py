@@ -106,9 +106,10 @@ def _run(
     outputs: Sequence[int],
     device: torch.device,
     amp: bool,
+    forward_kwargs: dict[str, Any] | None = None,
     **window_kwargs: Any,
 ) -> tuple[tuple[torch.Tensor | Reduced, ...], str]:
-    """Sliding window over ``model`` keeping ``outputs``; reruns on the CPU after a CUDA out-of-memory error."""
+    """Sliding window over ``model(batch, **forward_kwargs)`` keeping ``outputs``; CPU rerun after a CUDA OOM."""
     patch_size, valid_size = _model_geometry(model)
     model.eval()
 
@@ -117,7 +118,7 @@ def _run(
 
         def predict(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             with autocast(dev, enabled=amp and dev.type == "cuda"):
-                result = model(batch)
+                result = model(batch, **(forward_kwargs or {}))
             # float() is a no-op for float32 outputs; it undoes autocast's bfloat16 before accumulation.
             return tuple(result[i].float() for i in outputs)
 
@@ -224,6 +225,7 @@ def predict_parcellation(
         (TISSUE_OUTPUT, PARC_OUTPUT),
         dev,
         amp,
+        forward_kwargs={"parc_b": False},  # the big-branch parcel head is never read (docs/CONTRACTS.md)
         batch_size=batch_size,
         progress=progress,
         reduce=(None, "argmax+maxprob" if confidence else "argmax"),

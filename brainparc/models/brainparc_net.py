@@ -166,9 +166,17 @@ class BrainParcStage(nn.Module):
         return x_s, x_b
 
     def forward(
-        self, x: torch.Tensor, extra_s: torch.Tensor | None = None, extra_b: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map ``x[B,C,P,P,P]`` (+ optional maps concatenated to each branch) to ``(out_s, out_b)``, ``[B,K,V,V,V]``."""
+        self,
+        x: torch.Tensor,
+        extra_s: torch.Tensor | None = None,
+        extra_b: torch.Tensor | None = None,
+        head_b: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Map ``x[B,C,P,P,P]`` (+ optional maps concatenated to each branch) to ``(out_s, out_b)``, ``[B,K,V,V,V]``.
+
+        ``head_b=False`` skips the big branch's output head (``out_b`` is ``None``): the decoder still runs, since the
+        small branch fuses its features, but inference never reads the last stage's big output.
+        """
         x_s, x_b = self.branch_inputs(x)
         if extra_s is not None:
             x_s, x_b = torch.cat([x_s, extra_s], dim=1), torch.cat([x_b, extra_b], dim=1)
@@ -184,7 +192,7 @@ class BrainParcStage(nn.Module):
         for i, name in enumerate(_UP):
             b = getattr(self, f"{name}_b")(b, skips_b[3 - i])
             s = self._fuse(f"fusion_{name}", getattr(self, f"{name}_s")(s, skips_s[3 - i]), b)
-        return self.out_tr_s(s), self.out_tr_b(b)
+        return self.out_tr_s(s), (self.out_tr_b(b) if head_b else None)
 
 
 class BrainParcNet(nn.Module):
@@ -246,9 +254,12 @@ class BrainParcNet(nn.Module):
             dict(in_channels=in_channels, n_boundary=n_boundary, n_tissue=n_tissue, n_parc=n_parc, **arch)
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Run the cascade; see the class docstring for the 6-tuple."""
+    def forward(self, x: torch.Tensor, parc_b: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """Run the cascade; see the class docstring for the 6-tuple.
+
+        ``parc_b=False`` returns ``None`` for ``parc_b`` and saves its 107-channel head (inference uses ``parc_s``).
+        """
         bnd_s, bnd_b = self.Boundary(x)
         tis_s, tis_b = self.Tissue(x, bnd_s[:, 1:], bnd_b[:, 1:])
-        par_s, par_b = self.Parc(x, tis_s[:, 1:], tis_b[:, 1:])
+        par_s, par_b = self.Parc(x, tis_s[:, 1:], tis_b[:, 1:], head_b=parc_b)
         return bnd_s, bnd_b, tis_s, tis_b, par_s, par_b

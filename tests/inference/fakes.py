@@ -30,7 +30,7 @@ class FakeCascade(nn.Module):
         self.training_flags: list[bool] = []
         self.register_buffer("dummy", torch.zeros(1))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, parc_b: bool = True) -> tuple[torch.Tensor | None, ...]:
         self.calls += 1
         self.training_flags.append(self.training)
         assert x.shape[1:] == (2, self.patch_size, self.patch_size, self.patch_size)
@@ -39,7 +39,7 @@ class FakeCascade(nn.Module):
         parc_centres = torch.arange(self.n_parcels, dtype=x.dtype).view(1, -1, 1, 1, 1) / 10
         parc = torch.softmax(-400 * (v - parc_centres) ** 2, dim=1)
         boundary = torch.sigmoid(v.expand(-1, 4, -1, -1, -1))
-        return boundary, boundary, tissue, torch.zeros_like(tissue), parc, torch.zeros_like(parc)
+        return boundary, boundary, tissue, torch.zeros_like(tissue), parc, (torch.zeros_like(parc) if parc_b else None)
 
 
 class FakeAutoStrip(nn.Module):

@@ -123,11 +123,11 @@ def test_parcellation_oom_fallback(monkeypatch):
     real_forward, real_sliding_window = model.forward, predictor_module.sliding_window
     state = {"raised": False}
 
-    def flaky_forward(x):
+    def flaky_forward(x, **kwargs):
         if not state["raised"]:
             state["raised"] = True
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
-        return real_forward(x)
+        return real_forward(x, **kwargs)
 
     def fake_gpu_sliding_window(predict, image, *, device, **kwargs):
         return real_sliding_window(predict, image, device="cpu", **kwargs)  # a "GPU" that is really the CPU

@@ -179,3 +179,19 @@ def test_lite_forward_full_window(name: str) -> None:
     with torch.inference_mode():
         out = net(torch.randn(1, net.in_channels, 160, 160, 160))
     assert all(o.shape[2:] == (net.valid_size,) * 3 for o in out)
+
+
+def test_cascade_can_skip_the_unused_big_parcel_head():
+    import torch
+
+    from brainparc.models import build
+
+    torch.manual_seed(0)
+    net = build("brainparc-tiny").eval()
+    x = torch.randn(1, 2, net.patch_size, net.patch_size, net.patch_size)
+    with torch.inference_mode():
+        full = net(x)
+        lean = net(x, parc_b=False)
+    assert lean[5] is None and full[5] is not None
+    for a, b in zip(full[:5], lean[:5], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
