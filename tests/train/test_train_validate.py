@@ -32,14 +32,14 @@ class ConstantCascade(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, parc_b: bool = True) -> tuple[torch.Tensor | None, ...]:
         shape = (x.shape[0], 1, 16, 16, 16)
         bnd = torch.zeros(shape).expand(-1, 4, -1, -1, -1) + self.w
         tissue = torch.zeros(x.shape[0], 4, 16, 16, 16)
         tissue[:, 2] = 1
         parc = torch.zeros(x.shape[0], 107, 16, 16, 16)
         parc[:, 1] = 1
-        return bnd, bnd, tissue, tissue, parc, parc
+        return bnd, bnd, tissue, tissue, parc, parc if parc_b else None  # the docs/CONTRACTS.md forward
 
 
 def test_validate_scores_the_sliding_window_prediction(tmp_path):
