@@ -111,3 +111,17 @@ def test_validation_with_deno_validator(tmp_path):
     assert validate_bids(root) is None
     (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").rename(root / "sub-01" / "anat" / "sub-01_bogus.nii.gz")
     assert validate_bids(root)  # an error summary
+
+
+def test_database_dir_outside_the_dataset(tmp_path):
+    root = make_bids(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz"])
+    db = tmp_path / "work" / "bids_db"
+    layout = load_layout(root, db)
+    assert collect_t1w(layout)[0] and any(db.iterdir())
+    assert sorted(p.name for p in root.iterdir()) == [
+        "README",
+        "dataset_description.json",
+        "participants.tsv",
+        "sub-01",
+    ]
+    assert collect_t1w(load_layout(root, db))[0]  # reused
