@@ -62,7 +62,7 @@ def test_execution_options():
 
 def test_subcommands_beside_positional_form():
     args = get_subcommand_parser().parse_args(["demo", "/tmp/x", "--model", "a.safetensors"])
-    assert args.command == "demo" and args.skull_strip == "skip"
+    assert args.command == "demo" and args.skull_strip == "auto"
     args = get_subcommand_parser().parse_args(["parcellate", "t1.nii.gz", "-o", "o"])
     assert args.command == "parcellate"
 

@@ -129,7 +129,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         "OUTDIR/bids, run the participant and group levels into OUTDIR/derivatives, print the report paths.",
     )
     p.add_argument("outdir", type=Path)
-    _add_model_options(p, skull_strip_default="skip")
+    _add_model_options(p)  # auto: the demo images are stripped and detected as such (no registration)
     p.add_argument("--nprocs", type=positive_int, default=None)
     p.add_argument("--omp-nthreads", type=positive_int, default=None)
     p.add_argument("--resolution", type=float, default=2.0, help="voxel size (mm) of the demo images (default 2)")
