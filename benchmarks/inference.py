@@ -63,19 +63,21 @@ class CappedModel:
         self.model.to(device)
         return self
 
-    def __call__(self, x):
+    def __call__(self, x, **kwargs):
         if self.max_windows is None or self.real_windows < self.max_windows or self.cache is None:
             start = time.perf_counter()
-            out = self.model(x)
+            out = self.model(x, **kwargs)
             self.real_seconds += time.perf_counter() - start
             self.real_windows += x.shape[0]
             if self.max_windows is not None and self.real_windows >= self.max_windows:
                 self.cache = out  # only from the last real call: holding outputs during forwards would inflate RSS
             return out
-        return tuple(o[: x.shape[0]] for o in self.cache)
+        return tuple(None if o is None else o[: x.shape[0]] for o in self.cache)
 
 
-def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int, shape) -> dict:
+def worker(
+    preset: str, nthreads: int, max_windows: int | None, batch_size: int, shape, overlap: float, amp: bool | None
+) -> dict:
     """Run one preset end to end and return its figures."""
     import torch
 
@@ -94,11 +96,13 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
     start = time.perf_counter()
     if preset.startswith("autostrip"):
         card = {"normalisation": "minmax", **PRESETS[preset].card}
-        predict_brain_mask(capped, pseudo, card, device="cpu", batch_size=batch_size)
+        predict_brain_mask(capped, pseudo, card, device="cpu", batch_size=batch_size, overlap=overlap, amp=amp)
         region, per_voxel = pseudo != 0, 2 * 4
     else:
         card = {"normalisation": "official-zscore", **PRESETS[preset].card}
-        predict_parcellation(capped, intensity, edge, card, mask=mask, device="cpu", batch_size=batch_size)
+        predict_parcellation(
+            capped, intensity, edge, card, mask=mask, device="cpu", batch_size=batch_size, overlap=overlap, amp=amp
+        )
         region, per_voxel = mask, 4 * 4 + 107 * 2
     wall = time.perf_counter() - start
     from brainparc.inference.predictor import bounding_roi, dilated_region
@@ -109,7 +113,9 @@ def worker(preset: str, nthreads: int, max_windows: int | None, batch_size: int,
         accum_bytes = roi_voxels * (per_voxel + 4)
     else:  # sums on the mask dilated by the margin + weight sum + int64 column index over the ROI
         accum_bytes = int(dilated_region(region, roi, 8).sum()) * per_voxel + roi_voxels * (4 + 8)
-    windows = len(plan_windows(shape, patch_size=model.patch_size, valid_size=model.valid_size, roi=roi))
+    windows = len(
+        plan_windows(shape, patch_size=model.patch_size, valid_size=model.valid_size, roi=roi, overlap=overlap)
+    )
     per_window = capped.real_seconds / max(capped.real_windows, 1)
     extrapolated = wall + max(windows - capped.real_windows, 0) * per_window
     return {
@@ -136,15 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-windows", type=int, default=None, help="run the net on N (>= 2) windows, extrapolate")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--shape", type=int, nargs=3, default=(208, 256, 256))
+    parser.add_argument("--overlap", type=float, default=0.5, help="overlap of the valid regions (default 0.5)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on the CPU too")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.nthreads, args.max_windows, args.batch_size, tuple(args.shape))))
+        amp = True if args.amp else None
+        figures = worker(
+            args.worker, args.nthreads, args.max_windows, args.batch_size, tuple(args.shape), args.overlap, amp
+        )
+        print(json.dumps(figures))
         return 0
     rows = []
     for preset in args.presets:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset, "--nthreads", str(args.nthreads)]
-        cmd += ["--batch-size", str(args.batch_size), "--shape", *map(str, args.shape)]
+        cmd += ["--batch-size", str(args.batch_size), "--shape", *map(str, args.shape), "--overlap", str(args.overlap)]
+        cmd += ["--amp"] if args.amp else []
         if args.max_windows:
             cmd += ["--max-windows", str(args.max_windows)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -153,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"CPU, {args.nthreads} threads, batch {args.batch_size}, volume {'×'.join(map(str, args.shape))}")
+    print(
+        f"CPU, {args.nthreads} threads, batch {args.batch_size}, volume {'×'.join(map(str, args.shape))}, "
+        f"overlap {args.overlap}, {'bf16 autocast' if args.amp else 'fp32'}"
+    )
     print("| preset | windows (run) | s/window | wall s | total s | weights MB | ROI | accum MB | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
