@@ -50,7 +50,8 @@ class ParcellateOptions:
     brain_mask: Path | None = None
     device: str = "auto"
     nthreads: int | None = None
-    overlap: float = 0.5
+    overlap: float | None = None  # None: the model card's ``inference.overlap`` (else 0.5)
+    amp: bool | None = None  # None: autocast on CUDA; on the CPU only where the card's ``inference.cpu_amp`` says so
     bias_correct: bool = True
     progress: bool = False
 
@@ -118,6 +119,14 @@ def _model_entry(card: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: card.get(k) for k in ("preset", "task", "source", "sha256", "version", "normalisation", "spacing_mm")}
 
 
+def inference_settings(card: dict[str, Any], opts: ParcellateOptions) -> tuple[float, bool | None]:
+    """Window overlap and autocast setting: the options when given, else the model card's defaults."""
+    defaults = card.get("inference") or {}
+    overlap = opts.overlap if opts.overlap is not None else float(defaults.get("overlap", 0.5))
+    amp = opts.amp if opts.amp is not None else (True if defaults.get("cpu_amp") else None)
+    return overlap, amp
+
+
 def parcellate_image(
     img: nib.spatialimages.SpatialImage, models: LoadedModels, opts: ParcellateOptions
 ) -> ParcellationOutputs:
@@ -156,6 +165,7 @@ def parcellate_image(
     if stripped.method == "pseudo-brain":
         LOGGER.warning("no skull-stripping network given: the brain mask is the registered template mask only")
     mask = np.asarray(stripped.mask.dataobj) > 0
+    overlap, amp = inference_settings(models.parc_card, opts)
     with timer.stage("sobel_edges"):
         edges = sobel_edges(stripped.brain)
     with timer.stage("parcellation"):
@@ -166,7 +176,8 @@ def parcellate_image(
             models.parc_card,
             mask=mask,
             device=device,
-            overlap=opts.overlap,
+            overlap=overlap,
+            amp=amp,
             progress=opts.progress,
         )
     with timer.stage("postprocess"):
@@ -193,6 +204,8 @@ def parcellate_image(
         "skull_strip": {"mode": opts.skull_strip, "method": stripped.method},
         "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
         "windows": result.n_windows,
+        "overlap": overlap,
+        "autocast": bool(amp) or result.device.startswith("cuda"),
         "timings_s": timer.seconds,
         "python": platform.python_version(),
     }

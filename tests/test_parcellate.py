@@ -177,3 +177,14 @@ def test_usage_errors():
         main(["parcellate", "x.nii.gz"])  # -o missing
     assert exc.value.code == EXIT_USAGE
     assert main([]) == EXIT_USAGE
+
+
+def test_inference_settings_follow_the_card_unless_overridden():
+    from brainparc.models import PRESETS
+    from brainparc.pipeline import ParcellateOptions, inference_settings
+
+    lite = dict(PRESETS["brainparc-lite"].card)
+    assert inference_settings(lite, ParcellateOptions()) == (0.25, True)
+    assert inference_settings(lite, ParcellateOptions(overlap=0.5, amp=False)) == (0.5, False)
+    official = dict(PRESETS["brainparc-official"].card)
+    assert inference_settings(official, ParcellateOptions()) == (0.5, None)  # autocast on CUDA only

@@ -89,7 +89,9 @@ PRESETS: dict[str, Preset] = {
         "BrainParcNet",
         dict(widths=(4, 8, 16, 32, 64), res_depths=(1, 1, 1, 2), bottleneck_depth=2, patch_size=160,
              valid_size=96, fusion_crops=None, head_kernel_size=1, head_hidden=32),
-        dict(_PARC_CARD, spacing_mm=1.0, normalisation="in-mask-zscore"),
+        # CPU defaults: bf16 autocast and 25 % overlap give 12 windows, ~49 s and 1.9 GB for a 1 mm adult on 2 cores
+        # (benchmarks/inference.py), against 18 windows, ~135 s and 2.4 GB in float32 at 50 % overlap.
+        dict(_PARC_CARD, spacing_mm=1.0, normalisation="in-mask-zscore", inference={"overlap": 0.25, "cpu_amp": True}),
         "Narrow cascade (6.2 M parameters, ~71 GMAC per 160³ window) with the official geometry, exact fusion FOV "
         "and a 1×1 head of width 32 (the official 3×3×3 107-channel head would dominate the compute).",
     ),
