@@ -188,3 +188,18 @@ def test_inference_settings_follow_the_card_unless_overridden():
     assert inference_settings(lite, ParcellateOptions(overlap=0.5, amp=False)) == (0.5, False)
     official = dict(PRESETS["brainparc-official"].card)
     assert inference_settings(official, ParcellateOptions()) == (0.5, None)  # autocast on CUDA only
+
+
+def test_outputs_are_readable_by_others(tmp_path):
+    """mkstemp creates 0600 files; published outputs must get the usual 0666-minus-umask permissions."""
+    import os
+
+    from brainparc.outputs import save_nifti_atomic, write_atomic
+
+    old = os.umask(0o022)
+    try:
+        a = write_atomic(tmp_path / "a.tsv", "x\n")
+        b = save_nifti_atomic(_phantom(shape=(4, 4, 4)), tmp_path / "b.nii.gz")
+    finally:
+        os.umask(old)
+    assert (a.stat().st_mode & 0o777) == 0o644 and (b.stat().st_mode & 0o777) == 0o644

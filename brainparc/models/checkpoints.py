@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from brainparc.outputs import publish
+
 #: Header-metadata key that holds the JSON model card in our safetensors files.
 CARD_KEY = "brainparc"
 #: Where bundled weights live: ``weights/<name>.safetensors``.
@@ -206,7 +208,7 @@ def write_safetensors(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
