@@ -217,7 +217,9 @@ def skull_strip_features(img: nib.spatialimages.SpatialImage) -> dict[str, float
     step = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
     data = np.asarray(img.dataobj, dtype=np.float32)[:: step[0], :: step[1], :: step[2]]
     zooms = zooms * step
-    support = data > data.min()
+    # "Background" is everything within 0.1 % of the intensity range of the minimum: resampled templates and
+    # interpolated images carry values like 1e-18 outside the brain that are zero for any practical purpose.
+    support = data > data.min() + 1e-3 * (float(data.max()) - float(data.min()))
     faces = [support[0], support[-1], support[:, 0], support[:, -1], support[:, :, 0], support[:, :, -1]]
     filled = ndi.binary_fill_holes(ndi.binary_closing(support, iterations=2))
     depth = ndi.distance_transform_edt(filled, sampling=zooms)
