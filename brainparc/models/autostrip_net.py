@@ -11,19 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from .blocks import (
     BasicBlock,
     Box,
     DownTransition,
+    DualBranch,
     InputTransition,
     OutputTransition,
     UpTransition,
     check_geometry,
     check_positive_ints,
-    crop_resize,
     resolve_crops,
     to_jsonable,
 )
@@ -60,7 +58,7 @@ def _fusion(in_channels: int, out_channels: int) -> BasicBlock:
     return BasicBlock(in_channels, out_channels, 3, 1, activate=True, act="leakyrelu", norm="ibn")
 
 
-class AutoStripNet(nn.Module):
+class AutoStripNet(DualBranch):
     """AutoStrip dual-branch brain-extraction network.
 
     ``forward(x[B, in_channels, P, P, P])`` returns ``(s, b)``: ``s`` is ``[B, out_channels, V, V, V]`` softmax over
@@ -151,18 +149,10 @@ class AutoStripNet(nn.Module):
         self.out_tr_s = OutputTransition(2 * w[0], out_channels, "softmax")
         self.out_tr_b = OutputTransition(2 * w[0], out_channels, "softmax")
 
-    def _fuse(self, name: str, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        b_crop = crop_resize(b, self.crops[name], tuple(s.shape[2:]))
-        return getattr(self, name)(torch.cat([s, b_crop], dim=1))
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map ``x[B,C,P,P,P]`` to ``(s, b)``, softmax probabilities ``[B,K,V,V,V]``."""
-        p, v = self.patch_size, self.valid_size
-        if tuple(x.shape[2:]) != (p, p, p):
-            raise ValueError(f"expected a {p}³ patch, got spatial shape {tuple(x.shape[2:])}")
-        m = (p - v) // 2
-        s = self.in_tr_s(x[:, :, m : m + v, m : m + v, m : m + v])
-        b = self.in_tr_b(F.interpolate(x, size=(v, v, v), mode="trilinear", align_corners=False))
+        x_s, x_b = self.branch_inputs(x)
+        s, b = self.in_tr_s(x_s), self.in_tr_b(x_b)
         skips_s, skips_b = [s], [b]
         for name in _DOWN:
             b = getattr(self, f"{name}_b")(b)

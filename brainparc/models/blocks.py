@@ -359,3 +359,30 @@ def to_jsonable(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return value
+
+
+class DualBranch(nn.Module):
+    """Shared plumbing of the dual-branch networks: branch inputs and the big → small fusion.
+
+    Subclasses set ``patch_size``, ``valid_size`` and ``crops`` (fusion site → crop box in big-branch coordinates) and
+    own one fusion block per site, named as the site. Holds no parameters, so state-dict keys are unaffected.
+    """
+
+    patch_size: int
+    valid_size: int
+    crops: Mapping[str, Box]
+
+    def branch_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre ``V³`` crop (small branch) and whole patch resized to ``V³`` (big branch) of ``x[B,C,P,P,P]``."""
+        p, v = self.patch_size, self.valid_size
+        if tuple(x.shape[2:]) != (p, p, p):
+            raise ValueError(f"expected a {p}³ patch, got spatial shape {tuple(x.shape[2:])}")
+        m = (p - v) // 2
+        x_s = x[:, :, m : m + v, m : m + v, m : m + v]
+        x_b = F.interpolate(x, size=(v, v, v), mode="trilinear", align_corners=False)
+        return x_s, x_b
+
+    def _fuse(self, name: str, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Fusion site ``name``: crop the big-branch feature to the small branch's field of view, concatenate, fuse."""
+        b_crop = crop_resize(b, self.crops[name], tuple(s.shape[2:]))
+        return getattr(self, name)(torch.cat([s, b_crop], dim=1))

@@ -12,19 +12,18 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .blocks import (
     Box,
     CBAMBlock,
     DownTransition,
+    DualBranch,
     InputTransition,
     OutputTransition,
     ResidualBlock,
     UpTransition,
     check_geometry,
     check_positive_ints,
-    crop_resize,
     resolve_crops,
     to_jsonable,
 )
@@ -59,7 +58,7 @@ _DOWN = ("down_32", "down_64", "down_128", "down_256")
 _UP = ("up_256", "up_128", "up_64", "up_32")
 
 
-class BrainParcStage(nn.Module):
+class BrainParcStage(DualBranch):
     """One dual-branch BrainParc stage (``SegNetMS_{Boundary,Tissue,Parc}``).
 
     The small branch sees the centre ``valid_size³`` of the patch at full resolution; the big branch sees the whole
@@ -150,20 +149,6 @@ class BrainParcStage(nn.Module):
         self.fusion_up_32 = CBAMBlock(4 * w[0], 2 * w[0])
         self.out_tr_s = OutputTransition(2 * w[0], out_channels, head, head_kernel_size, head_hidden)
         self.out_tr_b = OutputTransition(2 * w[0], out_channels, head, head_kernel_size, head_hidden)
-
-    def _fuse(self, name: str, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        b_crop = crop_resize(b, self.crops[name], tuple(s.shape[2:]))
-        return getattr(self, name)(torch.cat([s, b_crop], dim=1))
-
-    def branch_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centre ``V³`` crop (small branch) and whole patch resized to ``V³`` (big branch) of ``x[B,C,P,P,P]``."""
-        p, v = self.patch_size, self.valid_size
-        if tuple(x.shape[2:]) != (p, p, p):
-            raise ValueError(f"expected a {p}³ patch, got spatial shape {tuple(x.shape[2:])}")
-        m = (p - v) // 2
-        x_s = x[:, :, m : m + v, m : m + v, m : m + v]
-        x_b = F.interpolate(x, size=(v, v, v), mode="trilinear", align_corners=False)
-        return x_s, x_b
 
     def forward(
         self,
