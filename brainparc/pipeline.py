@@ -152,7 +152,7 @@ def parcellate_image(
         mask_img = nib.load(os.fspath(opts.brain_mask))
         if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
             raise ValueError(f"--brain-mask {opts.brain_mask} is not on the T1w grid (shape/affine differ)")
-        user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj)[..., :] > 0, order=0)
+        user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj) > 0, order=0)
 
     refine = None
     if models.strip is not None:
