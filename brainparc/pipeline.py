@@ -1,8 +1,13 @@
 """One T1w image, end to end: the chain shared by ``brainparc parcellate`` and the BIDS workflow nodes.
 
-Stages: 1 load + validate · 2 conform to the model grid (LAS) · 3 N4 · 4 skull strip (template pseudo-brain refined
-by AutoStrip) · 5 Sobel edges · 6 BrainParc cascade · 7 parcel clean-up · 8 back to the input grid. Each stage is a
-call into :mod:`brainparc.core` / :mod:`brainparc.inference`; this module only sequences them and keeps the times.
+Stages: 1 load + validate · 2 N4 on the input grid · 3 conform to the model grid (LAS) · 4 skull strip (template
+pseudo-brain refined by AutoStrip) · 5 Sobel edges · 6 BrainParc cascade · 7 parcel clean-up · 8 back to the input grid.
+Each stage is a call into :mod:`brainparc.core` / :mod:`brainparc.inference`; this module only sequences them and keeps
+the times.
+
+N4 runs on the acquired grid, before any resampling, so that the BIDS App can compute it once in its own node (the
+``desc-preproc_T1w`` output) and hand that image over with ``bias_correct=False``: ``brainparc parcellate`` and the
+BIDS App then see the same corrected intensities and give the same parcellation.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class ParcellateOptions:
     nthreads: int | None = None
     overlap: float | None = None  # None: the model card's ``inference.overlap`` (else 0.5)
     amp: bool | None = None  # None: autocast on CUDA; on the CPU only where the card's ``inference.cpu_amp`` says so
-    bias_correct: bool = True
+    bias_correct: bool = True  # False: the image is already N4-corrected on its own grid (the BIDS App's N4 node)
     progress: bool = False
 
 
@@ -130,7 +135,11 @@ def inference_settings(card: dict[str, Any], opts: ParcellateOptions) -> tuple[f
 def parcellate_image(
     img: nib.spatialimages.SpatialImage, models: LoadedModels, opts: ParcellateOptions
 ) -> ParcellationOutputs:
-    """Skull-strip and parcellate one validated T1w image; every output is returned on ``img``'s grid."""
+    """Skull-strip and parcellate one validated T1w image; every output is returned on ``img``'s grid.
+
+    With ``opts.bias_correct`` (default) ``img`` is N4-corrected on its own grid first; pass ``bias_correct=False``
+    for an image that already is (the result of :func:`brainparc.core.bias.n4` on the same grid).
+    """
     from brainparc.core.bias import n4
     from brainparc.core.conform import conform, unconform
     from brainparc.core.edges import sobel_edges
@@ -141,12 +150,13 @@ def parcellate_image(
     set_threads(opts.nthreads)
     device = resolve_device(opts.device)
     timer = _Timer()
-    with timer.stage("conform"):
-        conformed = conform(img, models.parc_card.get("spacing_mm"))
-        work = conformed.img
+    head = img
     if opts.bias_correct:
         with timer.stage("bias_correction"):
-            work = n4(work, nthreads=opts.nthreads)
+            head = n4(img, nthreads=opts.nthreads)
+    with timer.stage("conform"):
+        conformed = conform(head, models.parc_card.get("spacing_mm"))
+        work = conformed.img
     user_mask = None
     if opts.brain_mask is not None:
         mask_img = nib.load(os.fspath(opts.brain_mask))
@@ -201,6 +211,7 @@ def parcellate_image(
         "device": result.device,
         "requested_device": opts.device,
         "nthreads": opts.nthreads,
+        "bias_correction": "n4 (input grid)" if opts.bias_correct else "input already n4-corrected",
         "skull_strip": {"mode": opts.skull_strip, "method": stripped.method},
         "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
         "windows": result.n_windows,

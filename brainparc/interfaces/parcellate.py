@@ -1,5 +1,8 @@
 """The parcellation node (the GPU step) and the bias-corrected T1w on the input grid.
 
+N4 runs once per image: ``BiasCorrect`` writes the corrected T1w (the ``desc-preproc_T1w`` output) and the workflow
+feeds that file to ``Parcellate`` with ``bias_corrected=True``, which skips the pipeline's own N4.
+
 GPU scheduling: nipype's MultiProc plugin counts a node as a GPU job when its inputs have ``use_gpu=True``
 (``Node.is_gpu_node``) and runs at most ``n_gpu_procs`` GPU slots at once (plugin argument; default: the number of
 GPUs ``nvidia-smi`` lists). The workflow sets ``use_gpu`` when ``--device`` is a CUDA device and gives the node
@@ -24,6 +27,9 @@ from nipype.interfaces.base import (
 
 class _ParcellateInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w image (NIfTI/MGH)")
+    bias_corrected = traits.Bool(
+        False, usedefault=True, desc="in_file is already N4-corrected on its own grid (BiasCorrect's output): no N4"
+    )
     models = traits.List(traits.Str, mandatory=True, desc="'default' or weight paths (as --model)")
     skull_strip = traits.Enum("auto", "force", "skip", usedefault=True)
     device = traits.Str("auto", usedefault=True, desc="auto | cpu | cuda | cuda:N")
@@ -52,7 +58,10 @@ class Parcellate(SimpleInterface):
         from brainparc.pipeline import ParcellateOptions, load_models, parcellate_image
 
         opts = ParcellateOptions(
-            skull_strip=self.inputs.skull_strip, device=self.inputs.device, nthreads=self.inputs.nthreads
+            skull_strip=self.inputs.skull_strip,
+            device=self.inputs.device,
+            nthreads=self.inputs.nthreads,
+            bias_correct=not self.inputs.bias_corrected,
         )
         out = parcellate_image(load_t1w(self.inputs.in_file), load_models(self.inputs.models), opts)
         self._results.update(split_and_save(out, Path(runtime.cwd)))
@@ -100,7 +109,10 @@ class _BiasCorrectOutputSpec(TraitedSpec):
 
 
 class BiasCorrect(SimpleInterface):
-    """N4 bias-field correction of the whole T1w on its own grid (:func:`brainparc.core.bias.n4`)."""
+    """N4 bias-field correction of the whole T1w on its own grid (:func:`brainparc.core.bias.n4`).
+
+    The same call, on the same grid, as the first stage of :func:`brainparc.pipeline.parcellate_image`.
+    """
 
     input_spec = _BiasCorrectInputSpec
     output_spec = _BiasCorrectOutputSpec

@@ -87,9 +87,10 @@ def init_single_t1w_wf(
 
     Steps
     -----
-    1. ``bias_correct``: N4 on the input grid (``desc-preproc_T1w``).
-    2. ``parcellate``: conform, N4, skull strip, Sobel edges, BrainParc cascade, clean-up, back to the input grid
-       (:func:`brainparc.pipeline.parcellate_image`); the GPU node, one job per GPU.
+    1. ``bias_correct``: N4 on the input grid (``desc-preproc_T1w``), the only N4 of this image.
+    2. ``parcellate``: on that corrected image, conform, skull strip, Sobel edges, BrainParc cascade, clean-up, back
+       to the input grid (:func:`brainparc.pipeline.parcellate_image` without its own N4); the GPU node, one job per
+       GPU.
     3. ``ds_outputs_wf``: the derivatives (:func:`init_ds_outputs_wf`).
     """
     workflow = pe.Workflow(name=name)
@@ -104,11 +105,18 @@ def init_single_t1w_wf(
     LOGGER.info("Stage 1: N4 bias correction of %s", t1w.path.name)
     bias_correct = pe.Node(BiasCorrect(nthreads=omp_nthreads), name="bias_correct", n_procs=omp_nthreads)
 
-    # Stage 2: skull strip + parcellation (the GPU node)
+    # Stage 2: skull strip + parcellation of the corrected T1w (the GPU node; no second N4)
     LOGGER.info("Stage 2: skull stripping and parcellation of %s", t1w.path.name)
     use_gpu = is_gpu_device(device)
     parcellate = pe.Node(
-        Parcellate(models=list(models), skull_strip=skull_strip, device=device, nthreads=omp_nthreads, use_gpu=use_gpu),
+        Parcellate(
+            bias_corrected=True,
+            models=list(models),
+            skull_strip=skull_strip,
+            device=device,
+            nthreads=omp_nthreads,
+            use_gpu=use_gpu,
+        ),
         name="parcellate",
         n_procs=1 if use_gpu else omp_nthreads,
         mem_gb=PARCELLATE_MEM_GB,
@@ -120,7 +128,7 @@ def init_single_t1w_wf(
     ds_outputs_wf.inputs.inputnode.source_file = str(t1w.path)
     workflow.connect([
         (inputnode, bias_correct, [("t1w", "in_file")]),
-        (inputnode, parcellate, [("t1w", "in_file")]),
+        (bias_correct, parcellate, [("out_file", "in_file")]),
         (bias_correct, ds_outputs_wf, [("out_file", "inputnode.preproc")]),
         (parcellate, ds_outputs_wf, [
             ("out_mask", "inputnode.mask"),
