@@ -1,4 +1,4 @@
-"""Time and peak memory of the real inference path per model preset (CPU). Not collected by pytest.
+"""Time and peak memory of the real inference path per model preset (CPU or CUDA). Not collected by pytest.
 
 Each preset runs in a fresh subprocess so that peak RSS (``ru_maxrss``) figures do not mix. Weights are random
 (``brainparc.models.build``); the input is a synthetic 1 mm adult-like volume (208×256×256) with an ellipsoid brain of
@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/inference.py --presets brainparc-lite autostrip-lite --nthreads 2
     python benchmarks/inference.py --presets brainparc-official --max-windows 2
+    python benchmarks/inference.py --device cuda --amp     # GPU: wall time includes CUDA start-up; peak GPU memory
 """
 
 from __future__ import annotations
@@ -76,7 +77,14 @@ class CappedModel:
 
 
 def worker(
-    preset: str, nthreads: int, max_windows: int | None, batch_size: int, shape, overlap: float, amp: bool | None
+    preset: str,
+    nthreads: int,
+    max_windows: int | None,
+    batch_size: int,
+    shape,
+    overlap: float,
+    amp: bool | None,
+    device: str = "cpu",
 ) -> dict:
     """Run one preset end to end and return its figures."""
     import torch
@@ -93,17 +101,22 @@ def worker(
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     intensity, edge, mask, pseudo = synthetic_brain(shape)
     capped = CappedModel(model, max_windows)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.zeros(1, device=device)  # CUDA context outside the timing
     start = time.perf_counter()
     if preset.startswith("autostrip"):
         card = {"normalisation": "minmax", **PRESETS[preset].card}
-        predict_brain_mask(capped, pseudo, card, device="cpu", batch_size=batch_size, overlap=overlap, amp=amp)
+        predict_brain_mask(capped, pseudo, card, device=device, batch_size=batch_size, overlap=overlap, amp=amp)
         region, per_voxel = pseudo != 0, 2 * 4
     else:
         card = {"normalisation": "official-zscore", **PRESETS[preset].card}
         predict_parcellation(
-            capped, intensity, edge, card, mask=mask, device="cpu", batch_size=batch_size, overlap=overlap, amp=amp
+            capped, intensity, edge, card, mask=mask, device=device, batch_size=batch_size, overlap=overlap, amp=amp
         )
         region, per_voxel = mask, 4 * 4 + 107 * 2
+    if cuda:
+        torch.cuda.synchronize(device)
     wall = time.perf_counter() - start
     from brainparc.inference.predictor import bounding_roi, dilated_region
 
@@ -132,6 +145,8 @@ def worker(
         "roi": [s.stop - s.start for s in roi],
         "accum_mb": round(accum_bytes / 2**20),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None,
     }
 
 
@@ -144,12 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(208, 256, 256))
     parser.add_argument("--overlap", type=float, default=0.5, help="overlap of the valid regions (default 0.5)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on the CPU too")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         amp = True if args.amp else None
         figures = worker(
-            args.worker, args.nthreads, args.max_windows, args.batch_size, tuple(args.shape), args.overlap, amp
+            args.worker,
+            args.nthreads,
+            args.max_windows,
+            args.batch_size,
+            tuple(args.shape),
+            args.overlap,
+            amp,
+            args.device,
         )
         print(json.dumps(figures))
         return 0
@@ -158,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset, "--nthreads", str(args.nthreads)]
         cmd += ["--batch-size", str(args.batch_size), "--shape", *map(str, args.shape), "--overlap", str(args.overlap)]
         cmd += ["--amp"] if args.amp else []
+        cmd += ["--device", args.device]
         if args.max_windows:
             cmd += ["--max-windows", str(args.max_windows)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -167,16 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
     print(
-        f"CPU, {args.nthreads} threads, batch {args.batch_size}, volume {'×'.join(map(str, args.shape))}, "
+        f"{args.device}, {args.nthreads} threads, batch {args.batch_size}, volume {'×'.join(map(str, args.shape))}, "
         f"overlap {args.overlap}, {'bf16 autocast' if args.amp else 'fp32'}"
     )
-    print("| preset | windows (run) | s/window | wall s | total s | weights MB | ROI | accum MB | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| preset | windows (run) | s/window | wall s | total s | weights MB | ROI | accum MB | RSS MB | GPU MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         total = f"{r['total_s']}{' (extrapolated)' if r['extrapolated'] else ''}"
         print(
             f"| {r['preset']} | {r['windows']} ({r['real_windows']}) | {r['s_per_window']} | {r['wall_s']} | {total} "
-            f"| {r['weights_mb']} | {'×'.join(map(str, r['roi']))} | {r['accum_mb']} | {r['peak_rss_mb']} |"
+            f"| {r['weights_mb']} | {'×'.join(map(str, r['roi']))} | {r['accum_mb']} | {r['peak_rss_mb']} "
+            f"| {r['peak_gpu_mb'] or '-'} |"
         )
     return 0
 

@@ -74,6 +74,12 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--grad-clip", type=float, default=S, help="clip the gradient norm (default: off)")
     p.add_argument("--foreground-prob", type=_ratio, default=S, help="patch centres in the brain (default: 0.9)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S, help="progress bar (on)")
+    p.add_argument("--patches-per-subject", type=_positive_int, default=S, help="patches per subject and epoch (1)")
+    p.add_argument("--time-limit", type=float, default=S, metavar="SECONDS", help="stop after this much training")
+    if task == "strip":
+        p.add_argument(
+            "--pseudo-brain-prob", type=_ratio, default=S, help="synthetic heads shown as pseudo-brains (0.8)"
+        )
     p.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors; -vv: debug log")
 
 

@@ -44,6 +44,9 @@ class TrainUsageError(ValueError):
 class TrainConfig:
     """Every setting of ``brainparc train {parc,strip}`` (see ``brainparc train parc --help`` for each option).
 
+    ``time_limit`` (seconds of training, e.g. what is left of a Slurm job) ends the run after the step that passes it,
+    with a checkpoint and the exported weights as at a normal end.  ``pseudo_brain_prob`` applies to ``strip`` only.
+
     Exactly one of ``epochs`` and ``iterations`` bounds the run (``iterations`` counts optimiser steps of one rank; the
     epoch in which the budget runs out is cut short and counts as done).  ``patch_size``/``valid_size`` override the
     preset's window geometry (smaller windows for smoke runs) and use the exact fusion field of view (the official
@@ -77,6 +80,9 @@ class TrainConfig:
     grad_clip: float | None = None
     foreground_prob: float = 0.9
     progress: bool = True
+    patches_per_subject: int = 1
+    pseudo_brain_prob: float = 0.8
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -91,7 +97,15 @@ class TrainConfig:
             raise ValueError("give either epochs or iterations, not both")
         if self.epochs is None and self.iterations is None:
             object.__setattr__(self, "epochs", 100)
-        for name in ("epochs", "iterations", "batch_size", "val_every", "save_every", "keep_checkpoints"):
+        for name in (
+            "epochs",
+            "iterations",
+            "batch_size",
+            "val_every",
+            "save_every",
+            "keep_checkpoints",
+            "patches_per_subject",
+        ):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < (0 if name in ("val_every", "save_every") else 1)):
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
@@ -101,6 +115,10 @@ class TrainConfig:
             raise ValueError(f"synth-ratio must lie in [0, 1], got {self.synth_ratio}")
         if not 0.0 <= self.foreground_prob <= 1.0:
             raise ValueError(f"foreground-prob must lie in [0, 1], got {self.foreground_prob}")
+        if not 0.0 <= self.pseudo_brain_prob <= 1.0:
+            raise ValueError(f"pseudo-brain-prob must lie in [0, 1], got {self.pseudo_brain_prob}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"time-limit must be positive seconds, got {self.time_limit}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if (self.patch_size is None) != (self.valid_size is None):

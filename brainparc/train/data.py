@@ -28,6 +28,11 @@ image is synthesised from the labels instead (:func:`brainparc.train.synth.synth
 around T1-like tissue priors, half uniformly random, 30 % contrast-inverted (infant-like); background zeroed for
 ``parc``) and normalised over the patch.
 
+An epoch draws ``patches_per_subject`` patches per subject (1 in the reference; more keeps the DataLoader workers busy
+between epochs when there are few subjects).  For ``strip``, synthetic heads are multiplied with probability
+``pseudo_brain_prob`` by a randomly dilated brain mask (:func:`pseudo_brain_mask`), which is what the network sees at
+run time (the template pseudo-brain), instead of a whole head.
+
 Randomness: every item draws from a generator seeded by ``(seed, epoch, rank, index)``
 (:meth:`PatchDataset.set_epoch`), so patches do not depend on worker assignment; :func:`seed_worker` seeds numpy and
 ``random`` per DataLoader worker for any other library code.
@@ -68,6 +73,7 @@ __all__ = [
     "find_file",
     "folder_declaration",
     "fully_labelled_fractions",
+    "pseudo_brain_mask",
     "read_file_list",
     "seed_worker",
     "select_role",
@@ -117,11 +123,15 @@ def select_role(
 
 
 def find_file(directory: str | Path, kind: str) -> Path | None:
-    """The first existing file of ``FILE_ALIASES[kind]`` in ``directory`` (None if none exists)."""
+    """The first existing file of ``FILE_ALIASES[kind]`` in ``directory`` (None if none exists).
+
+    Each ``.nii.gz`` name is also accepted uncompressed (``.nii``: faster to read on every draw).
+    """
     for name in FILE_ALIASES[kind]:
-        p = Path(directory) / name
-        if p.is_file():
-            return p
+        for candidate in (name, name.removesuffix(".gz")):
+            p = Path(directory) / candidate
+            if p.is_file():
+                return p
     return None
 
 
@@ -171,6 +181,21 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)  # noqa: NPY002 - seeds the legacy global state that third-party code uses
     random.seed(s)
+
+
+def pseudo_brain_mask(brain: torch.Tensor, gen: torch.Generator, radius: tuple[int, int] = (2, 9)) -> torch.Tensor:
+    """A pseudo-brain support like the one AutoStrip sees at run time: the brain dilated by a random radius.
+
+    At run time the network refines ``head × (registered template mask dilated 5×)``; registration error and head
+    size make the margin around the true brain vary, so training draws the radius from ``radius`` (voxels, cube).
+    """
+    r = int(torch.randint(radius[0], radius[1] + 1, (), generator=gen))
+    m = (brain > 0).float()[None, None]
+    for axis in range(3):  # a cube is separable: three 1-D max filters instead of one (2r+1)³ one
+        k, p = [1, 1, 1], [0, 0, 0]
+        k[axis], p[axis] = 2 * r + 1, r
+        m = torch.nn.functional.max_pool3d(m, tuple(k), stride=1, padding=tuple(p))
+    return m[0, 0]
 
 
 def _edge_array(arr: np.ndarray) -> np.ndarray:
@@ -230,6 +255,8 @@ class PatchDataset(Dataset):
         normalisation: str = "official-zscore",
         seed: int = 0,
         rank: int = 0,
+        patches_per_subject: int = 1,
+        pseudo_brain_prob: float = 0.0,
     ):
         if task not in ("parc", "strip"):
             raise ValueError(f"task must be 'parc' or 'strip', got {task!r}")
@@ -245,6 +272,11 @@ class PatchDataset(Dataset):
         self.augment = augment
         self.normalisation = normalisation
         self.seed, self.rank, self.epoch = seed, rank, 0
+        if patches_per_subject < 1:
+            raise ValueError("patches_per_subject must be ≥ 1")
+        if not 0.0 <= pseudo_brain_prob <= 1.0:
+            raise ValueError("pseudo_brain_prob must lie in [0, 1]")
+        self.patches_per_subject, self.pseudo_brain_prob = int(patches_per_subject), pseudo_brain_prob
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
             decl, label_file = folder_declaration(self.root / "data" / folder)
@@ -253,7 +285,7 @@ class PatchDataset(Dataset):
         self.tissue_fallback = self.registry.compile(load_declaration("tissue_only"))
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.entries) * self.patches_per_subject
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random stream (call before each epoch, with non-persistent workers or in the main process)."""
@@ -271,7 +303,7 @@ class PatchDataset(Dataset):
         ``edge`` is ``"missing"`` when the subject has an image but no edge file; it is computed when a real patch
         needs it (precompute ``brain_edge.nii.gz`` for real training: the recipe takes seconds per volume).
         """
-        e = self.entries[index]
+        e = self.entries[index % len(self.entries)]
         compiled, label_file = self.declarations[e.folder]
         if self.task == "strip":
             img_path, lab_path = find_file(e.path, "head"), find_file(e.path, "mask")
@@ -317,7 +349,7 @@ class PatchDataset(Dataset):
     # ------------------------------------------------------------------------------------------ items
     def __getitem__(self, index: int) -> dict[str, Any]:
         gen = self.generator(index)
-        e = self.entries[index]
+        e = self.entries[index % len(self.entries)]
         vol = self.load_subject(index)
         centre = self._centre(vol["targets"], gen)
         synthetic = vol["image"] is None or float(torch.rand((), generator=gen)) < self.synth_ratio
@@ -334,10 +366,10 @@ class PatchDataset(Dataset):
     def _real_patch(self, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
         P, shape = self.patch_size, vol["targets"].shape
         norm, brain = self.normalisation, vol["brain"]
-        if isinstance(vol["edge"], str):  # no edge file: reference recipe on the fly (slow: ~8 s for 256²×160)
-            vol["edge"] = _edge_array(vol["image"])
         img = _normalise(vol["image"], norm, brain)
         if self.augment is None:
+            if isinstance(vol["edge"], str):  # no edge file: reference recipe on the fly (slow: ~8 s for 256²×160)
+                vol["edge"] = _edge_array(vol["image"])
             start = window_start(centre, shape, P, self.margin)
             edge = None if vol["edge"] is None else crop_pad(_normalise(vol["edge"], norm, brain), start, P)
             return self._finish(crop_pad(img, start, P), edge), crop_pad(
@@ -387,6 +419,8 @@ class PatchDataset(Dataset):
         lab_np = np.where(in_brain, 0, lab_np)
         if self.task == "strip":
             target = torch.from_numpy(compiled.to_targets(lab_np, in_brain) != 0).long()
+            if float(torch.rand((), generator=gen)) < self.pseudo_brain_prob:
+                img = img * pseudo_brain_mask(target, gen)
             return self._finish(torch.from_numpy(_normalise(img.numpy(), self.normalisation, None)), None), target
         target = torch.from_numpy(compiled.to_targets(lab_np, in_brain).astype(np.int64))
         if params.background_zero:  # skull-stripped look: whatever the declaration calls background is 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,12 @@ class Trainer:
         self.step += 1
         return parts
 
-    def train_epoch(self, loader: Iterable[Mapping[str, Any]], max_steps: int | None = None) -> dict[str, float]:
+    def train_epoch(
+        self, loader: Iterable[Mapping[str, Any]], max_steps: int | None = None, deadline: float | None = None
+    ) -> dict[str, float]:
         """One pass over ``loader`` (after ``set_epoch`` on its sampler and dataset); mean loss parts.
+
+        Stops early after ``max_steps`` steps or once ``time.monotonic()`` passes ``deadline``.
 
         With ``progress`` (rank 0) a tqdm bar shows the running loss and the epoch's ETA.
         """
@@ -247,6 +252,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{sums['total'] / n:.4g}" if "total" in sums else None)
+                if deadline is not None and self._past(deadline):
+                    break
         finally:
             if bar is not None:
                 bar.close()
@@ -260,18 +267,25 @@ class Trainer:
         max_steps_per_epoch: int | None = None,
         max_steps: int | None = None,
         on_epoch_end: Callable[[Trainer], None] | None = None,
+        time_limit: float | None = None,
     ) -> list[dict[str, float]]:
         """Train from ``self.epoch`` up to ``epochs`` (exclusive) or until ``self.step`` reaches ``max_steps``.
+
+        ``time_limit`` (seconds from the call) ends training after the step that passes it; that epoch counts as done.
+        With several ranks every rank must agree on stopping, so rank 0's decision is broadcast at each step.
 
         After each epoch: the scheduler steps, ``on_epoch_end(self)`` runs (validation; it may add entries to
         ``self.history[-1]`` and ``self.extra_state``), then rank 0 writes a checkpoint every ``save_every`` epochs and
         after the last one.  An epoch cut short by ``max_steps`` counts as done.
         """
-        while self.epoch < epochs and (max_steps is None or self.step < max_steps):
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        out_of_time = False
+        while self.epoch < epochs and (max_steps is None or self.step < max_steps) and not out_of_time:
             limit = max_steps_per_epoch
             if max_steps is not None:
                 limit = min(limit or max_steps, max_steps - self.step)
-            parts = self.train_epoch(loader, limit)
+            parts = self.train_epoch(loader, limit, deadline)
+            out_of_time = deadline is not None and self._past(deadline)
             parts["lr"] = float(self.optimizer.param_groups[0]["lr"])
             parts["epoch"] = float(self.epoch)
             self.history.append(parts)
@@ -282,10 +296,18 @@ class Trainer:
                 self.scheduler.step()
             if on_epoch_end is not None:
                 on_epoch_end(self)
-            last = self.epoch >= epochs or (max_steps is not None and self.step >= max_steps)
+            last = self.epoch >= epochs or (max_steps is not None and self.step >= max_steps) or out_of_time
             if (save_every and self.epoch % save_every == 0) or (last and save_every):
                 self.save_checkpoint()
         return self.history
+
+    def _past(self, deadline: float) -> bool:
+        """Whether rank 0 has passed ``deadline`` (broadcast, so that every rank stops at the same step)."""
+        flag = torch.tensor([time.monotonic() > deadline], dtype=torch.int32)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = flag.to(self.device) if torch.distributed.get_backend() == "nccl" else flag
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
     # ---------------------------------------------------------------------------------------------- state
     def _bare_model(self) -> torch.nn.Module:

@@ -113,6 +113,8 @@ def _datasets(cfg: TrainConfig, env: DistEnv, patch_size: int, normalisation: st
         foreground_prob=cfg.foreground_prob,
         seed=cfg.seed,
         rank=env.rank,
+        patches_per_subject=cfg.patches_per_subject,
+        pseudo_brain_prob=cfg.pseudo_brain_prob if cfg.task == "strip" else 0.0,
         **common,
     )
     val = PatchDataset(cfg.data, "val", registry=train.registry, **common)
@@ -240,6 +242,8 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
     from brainparc.train.memory import enable_grad_checkpointing
 
     model = build_model(cfg)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed window size: let cuDNN pick the fastest 3-D convolutions
     base_card = dict(models.PRESETS[cfg.preset].card)
     train, val = _datasets(cfg, env, model.patch_size, base_card["normalisation"])
     weights = _class_weights(cfg, train)
@@ -264,8 +268,17 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
     card = base_card | {"training": training}
     epochs = cfg.epochs if cfg.epochs is not None else math.ceil(cfg.iterations / len(loader)) + trainer.epoch
     hook = _epoch_end_hook(cfg, val, card, device, env)
-    trainer.fit(loader, epochs=epochs, save_every=cfg.save_every, max_steps=cfg.iterations, on_epoch_end=hook)
+    trainer.fit(
+        loader,
+        epochs=epochs,
+        save_every=cfg.save_every,
+        max_steps=cfg.iterations,
+        on_epoch_end=hook,
+        time_limit=cfg.time_limit,
+    )
     final = Path(cfg.out) / "model.safetensors"
     trainer.export(final, training=_card_training(trainer, card))
     LOGGER.info("finished at epoch %d, step %d; weights written to %s", trainer.epoch, trainer.step, final)
+    if device.type == "cuda":
+        LOGGER.info("peak GPU memory %.0f MiB", torch.cuda.max_memory_allocated(device) / 2**20)
     return {"epochs": trainer.epoch, "steps": trainer.step, "weights": final, "is_main": env.is_main}
