@@ -100,16 +100,42 @@ def run_participant(cfg: RunConfig) -> int:
     t1ws, empty = collect_t1w(layout, cfg.participant_label, cfg.session_label, cfg.bids_filters)
     if not t1ws:
         raise BIDSError("no T1w image matches the selection (participants, sessions, --bids-filter-file)")
-    failures = {sub: "no T1w image found" for sub in empty}
+    summary = FailureSummary()
     for sub in empty:
-        print(f"brainparc: FAILED sub-{sub}: no T1w image found (other participants continue)")
+        summary.add("FAILED", sub, "no T1w image found (other participants continue)")
     if not cfg.reports_only:
         _check_models(cfg.models)
         init_derivatives(cfg.output_dir, cfg.bids_dir, container_from_env())
         _write_config(cfg, sorted({t.subject for t in t1ws}))
-        failures.update(_run_workflow(cfg, t1ws))
-    _participant_reports(cfg, t1ws, failures)
-    return 1 if failures else 0
+        for status, sub, detail in _run_workflow(cfg, t1ws):
+            summary.add(status, sub, detail)
+        summary.write(cfg.output_dir / "logs" / f"failures-{cfg.run_uuid}.txt", n_t1w=len(t1ws))
+    _participant_reports(cfg, t1ws, summary.by_subject)
+    return 1 if summary.by_subject else 0
+
+
+class FailureSummary:
+    """One line per failed (or never-run) T1w or participant: printed as it is found, kept for the log file."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.by_subject: dict[str, str] = {}
+
+    def add(self, status: str, subject: str, detail: str) -> None:
+        line = f"brainparc: {status} sub-{subject} {detail}"
+        print(line, flush=True)
+        self.lines.append(line)
+        self.by_subject[subject] = "; ".join(filter(None, [self.by_subject.get(subject), detail]))
+
+    def write(self, path: Path, n_t1w: int) -> None:
+        """``OUTPUT_DIR/logs/failures-<run>.txt`` (only when something failed) and a closing line on stdout."""
+        from brainparc.outputs import write_atomic
+
+        if not self.lines:
+            print(f"brainparc: all {n_t1w} T1w images processed", flush=True)
+            return
+        write_atomic(path, "\n".join(self.lines) + "\n")
+        print(f"brainparc: {len(self.lines)} failure(s); one line each in {path}", flush=True)
 
 
 def _check_models(specs) -> None:
@@ -126,8 +152,42 @@ def _write_config(cfg: RunConfig, subjects: list[str]) -> None:
         write_atomic(cfg.output_dir / f"sub-{sub}" / "log" / cfg.run_uuid / "brainparc.toml", cfg.to_toml())
 
 
-def _run_workflow(cfg: RunConfig, t1ws) -> dict[str, str]:
-    """Build and run the workflow; return ``{subject: one-line failure}`` for the T1w images that failed."""
+def _wf_tag(t1w) -> str:
+    """The name of a T1w's sub-workflow, as it appears in node names and crash files."""
+    return f"single_t1w_{t1w.key}_wf"
+
+
+class _Completion:
+    """Which T1w images ran to the end (every ``ds_*`` sink finished), from nipype's ``status_callback``.
+
+    Needed for ``--stop-on-first-crash``: nipype stops scheduling at the first crash, and the T1w images it never
+    finished leave no crash file, so the crash files alone would report them as fine.
+    """
+
+    def __init__(self, workflow, t1ws) -> None:
+        names = [node.fullname for node in workflow._create_flat_graph().nodes() if node.name.startswith("ds_")]
+        self.sinks = {t.key: {n for n in names if f".{_wf_tag(t)}." in n} for t in t1ws}
+        self.ended: set[str] = set()
+
+    def __call__(self, node, status: str) -> None:
+        if status == "end":
+            self.ended.add(node.fullname)
+
+    def done(self, t1w) -> bool:
+        return self.sinks[t1w.key] <= self.ended
+
+
+def _is_graph_plugin(plugin: str) -> bool:
+    """Graph plugins (SLURMGraph, SGEGraph, ...) submit the whole graph and return: no status callbacks."""
+    from nipype.pipeline import plugins
+    from nipype.pipeline.plugins.base import GraphPluginBase
+
+    cls = getattr(plugins, f"{plugin}Plugin", None)
+    return isinstance(cls, type) and issubclass(cls, GraphPluginBase)
+
+
+def _run_workflow(cfg: RunConfig, t1ws) -> list[tuple[str, str, str]]:
+    """Build and run the workflow; return ``(status, subject, detail)`` for each T1w that failed or never ran."""
     from brainparc.workflows.base import init_brainparc_wf
 
     logs = cfg.output_dir / "logs"
@@ -157,29 +217,41 @@ def _run_workflow(cfg: RunConfig, t1ws) -> dict[str, str]:
         except Exception as exc:  # graphviz missing is not a reason to stop
             LOGGER.warning("could not write the workflow graph: %s", exc)
     plugin, plugin_args = plugin_settings(cfg)
+    completion = None if _is_graph_plugin(plugin) else _Completion(wf, t1ws)
+    if completion is not None:
+        plugin_args["status_callback"] = completion
     start = time.time()
     try:
         wf.run(plugin=plugin, plugin_args=plugin_args)
-    except RuntimeError as exc:
-        LOGGER.info("workflow finished with errors: %s", exc)
-    return _summarise_crashes(logs, t1ws, since=start)
-
-
-def _summarise_crashes(logs: Path, t1ws, since: float) -> dict[str, str]:
-    """One line per failed T1w, from the crash files written during this run."""
-    crashes = [p for p in logs.glob("crash-*.txt") if p.stat().st_mtime >= since - 1]
-    failures: dict[str, str] = {}
+    except Exception as exc:  # node failures: reported per T1w below, from the crash files
+        LOGGER.info("workflow finished with errors: %s", (str(exc).strip().splitlines() or [repr(exc)])[-1])
+    crashed = _summarise_crashes(logs, t1ws, since=start)
+    results = [("FAILED", t1w.subject, line) for t1w, line in crashed]
+    failed = {id(t1w) for t1w, _ in crashed}
     for t1w in t1ws:
-        tag = f"single_t1w_{t1w.key}_wf"
-        for crash in sorted(crashes):
-            text = crash.read_text(errors="replace")
-            if tag not in text:
+        if completion is None or id(t1w) in failed or completion.done(t1w):
+            continue
+        why = (
+            "not processed: the run stopped at the first crash (--stop-on-first-crash)"
+            if cfg.execution.stop_on_first_crash
+            else "did not complete (no crash file; see the log above)"
+        )
+        results.append(("NOT RUN", t1w.subject, f"{t1w.path.name}: {why}"))
+    return results
+
+
+def _summarise_crashes(logs: Path, t1ws, since: float) -> list[tuple[object, str]]:
+    """``(t1w, one line)`` per failed T1w, from the crash files written during this run."""
+    crashes = [p for p in logs.glob("crash-*.txt") if p.stat().st_mtime >= since - 1]
+    texts = {crash: crash.read_text(errors="replace") for crash in sorted(crashes)}
+    failures = []
+    for t1w in t1ws:
+        for crash, text in texts.items():
+            if _wf_tag(t1w) not in text:
                 continue
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             last = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
-            line = f"{t1w.path.name}: {last} (crash file: {crash})"
-            failures[t1w.subject] = "; ".join(filter(None, [failures.get(t1w.subject), line]))
-            print(f"brainparc: FAILED sub-{t1w.subject} {line}")
+            failures.append((t1w, f"{t1w.path.name}: {last} (crash file: {crash})"))
             break
     return failures
 

@@ -1,0 +1,76 @@
+"""Failure handling of the participant level: ``--stop-on-first-crash`` stops the run; without it the others finish.
+
+sub-01's T1w is a truncated gzip (it fails in the first node, ``bias_correct``); sub-02 and sub-03 are good phantoms.
+Both nipype schedulers used here run every ``bias_correct`` before any parcellation (Linear: topological order;
+MultiProc with one process: the ready job with the lowest index first), so with the flag neither good image gets
+parcellated and the outcome does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from brainparc.cli.main import EXIT_FAILED, main
+from tests.bids.skeleton import make_bids, phantom
+
+GOOD = ["sub-02/anat/sub-02_T1w.nii.gz", "sub-03/anat/sub-03_T1w.nii.gz"]
+
+
+def _dataset(root):
+    import nibabel as nib
+
+    bids = make_bids(root, GOOD)
+    corrupt = bids / "sub-01/anat/sub-01_T1w.nii.gz"
+    corrupt.parent.mkdir(parents=True)
+    nib.save(phantom(), corrupt)
+    corrupt.write_bytes(corrupt.read_bytes()[:300])  # truncated gzip
+    with open(bids / "participants.tsv", "a") as fh:
+        fh.write("sub-01\tn/a\n")
+    return bids
+
+
+def _aparcaseg(out):
+    return sorted(p.name for p in out.rglob("*_desc-aparcaseg_dseg.nii.gz"))
+
+
+def _run(tmp_path, model, *extra):
+    bids, out = _dataset(tmp_path / "bids"), tmp_path / "out"
+    args = [str(bids), str(out), "participant", "--model", model, "--skull-strip", "skip", "--device", "cpu"]
+    return main([*args, "--omp-nthreads", "1", "--skip-bids-validation", *extra]), out
+
+
+def _summary_lines(stdout: str) -> list[str]:
+    return [ln for ln in stdout.splitlines() if ln.startswith(("brainparc: FAILED", "brainparc: NOT RUN"))]
+
+
+@pytest.mark.parametrize("plugin", [["--plugin", "Linear"], ["--plugin", "MultiProc", "--nprocs", "1"]])
+def test_stop_on_first_crash(tmp_path, tiny_model_paths, capsys, plugin):
+    code, out = _run(tmp_path, tiny_model_paths[0], *plugin, "--stop-on-first-crash")
+    stdout = capsys.readouterr().out
+    assert code == EXIT_FAILED
+    assert _aparcaseg(out) == []  # stopped: no participant was parcellated
+    lines = _summary_lines(stdout)
+    assert len(lines) == 3, stdout
+    assert lines[0].startswith("brainparc: FAILED sub-01 sub-01_T1w.nii.gz: ") and "crash file:" in lines[0]
+    assert sorted(lines[1:]) == [
+        f"brainparc: NOT RUN sub-{s} sub-{s}_T1w.nii.gz: not processed: the run stopped at the first crash "
+        "(--stop-on-first-crash)"
+        for s in ("02", "03")
+    ]
+    # the same one line per failure in OUTPUT_DIR/logs, next to the text crash file
+    (summary,) = (out / "logs").glob("failures-*.txt")
+    assert summary.read_text().splitlines() == lines
+    assert len(list((out / "logs").glob("crash-*.txt"))) == 1
+    assert "stopped at the first crash" in (out / "sub-02.html").read_text()
+
+
+def test_without_the_flag_the_others_complete(tmp_path, tiny_model_paths, capsys):
+    code, out = _run(tmp_path, tiny_model_paths[0], "--plugin", "Linear")
+    stdout = capsys.readouterr().out
+    assert code == EXIT_FAILED
+    assert _aparcaseg(out) == ["sub-02_desc-aparcaseg_dseg.nii.gz", "sub-03_desc-aparcaseg_dseg.nii.gz"]
+    lines = _summary_lines(stdout)
+    assert len(lines) == 1 and lines[0].startswith("brainparc: FAILED sub-01 ") and "InputError" in lines[0]
+    (summary,) = (out / "logs").glob("failures-*.txt")
+    assert summary.read_text().splitlines() == lines
+    assert "Errors</h2><p>none</p>" in (out / "sub-02.html").read_text()
