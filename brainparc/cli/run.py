@@ -177,6 +177,32 @@ class _Completion:
         return self.sinks[t1w.key] <= self.ended
 
 
+def write_graph(wf) -> Path | None:
+    """``--write-graph``: ``<work dir>/brainparc_wf/graph.svg``; without graphviz's ``dot``, ``graph.dot`` only.
+
+    A missing ``dot`` (or any failure to draw) is one warning line, never a reason to stop the run.
+    """
+    import shutil
+
+    has_dot = shutil.which("dot") is not None
+    folder = Path(wf.base_dir or ".") / wf.name
+    try:
+        wf.write_graph(graph2use="colored", format="svg" if has_dot else "dot", simple_form=True)
+    except Exception as exc:
+        LOGGER.warning("--write-graph: could not write the workflow graph (%s); continuing without it", exc)
+        return None
+    if not has_dot:
+        path = folder / "graph.dot"
+        LOGGER.warning("--write-graph: graphviz 'dot' not found; wrote %s only (render it with dot -Tsvg)", path)
+        return path
+    path = folder / "graph.svg"
+    if not path.is_file():  # nipype does not check dot's exit status
+        LOGGER.warning("--write-graph: dot did not draw %s; continuing without it (the graph is in graph.dot)", path)
+        return None
+    LOGGER.info("workflow graph: %s", path)
+    return path
+
+
 def _is_graph_plugin(plugin: str) -> bool:
     """Graph plugins (SLURMGraph, SGEGraph, ...) submit the whole graph and return: no status callbacks."""
     from nipype.pipeline import plugins
@@ -212,10 +238,7 @@ def _run_workflow(cfg: RunConfig, t1ws) -> list[tuple[str, str, str]]:
         }
     )
     if cfg.execution.write_graph:
-        try:
-            wf.write_graph(graph2use="colored", format="svg", simple_form=True)
-        except Exception as exc:  # graphviz missing is not a reason to stop
-            LOGGER.warning("could not write the workflow graph: %s", exc)
+        write_graph(wf)
     plugin, plugin_args = plugin_settings(cfg)
     completion = None if _is_graph_plugin(plugin) else _Completion(wf, t1ws)
     if completion is not None:
