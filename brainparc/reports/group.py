@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from brainparc.reports.figures import plot_distributions, plot_vs_age
-from brainparc.reports.participant import read_volumes
+from brainparc.reports.participant import STYLE, html_table, read_volumes
 from brainparc.reports.qc import BRAIN, ICV, TOTALS, Z_OUTLIER, bands_for, participant_flags, robust_z
 
 SUFFIX = "_desc-aparcaseg_volumes.tsv"
@@ -47,6 +47,25 @@ def collect_volumes(output_dir: Path, participants: Sequence[str] = ()) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def band_z(frame: pd.DataFrame, bands: pd.Series) -> pd.DataFrame:
+    """Robust z-score of every column within each age band (zeros in bands of fewer than 3 scans)."""
+    z = pd.DataFrame(0.0, index=frame.index, columns=frame.columns)
+    for band in bands.unique():
+        members = bands == band
+        for col in frame.columns:
+            z.loc[members, col] = robust_z(frame.loc[members, col].to_numpy(dtype=float))
+    return z
+
+
+def tissue_totals(volumes: pd.DataFrame) -> pd.DataFrame:
+    """ICV (mm³) and the tissue volumes as fractions of it: the totals the group level judges."""
+    icv = volumes[ICV].replace(0, np.nan)
+    out = pd.DataFrame({"Intracranial volume": volumes[ICV]}, index=volumes.index)
+    for name in ("Tissue CSF", "Tissue GM", "Tissue WM", BRAIN):
+        out[f"{name.removeprefix('Tissue ')} / ICV"] = volumes[name] / icv
+    return out
+
+
 def qc_table(volumes: pd.DataFrame, regions: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Robust z-scores of ICV-normalised regional volumes within age bands, plus per-scan flags.
 
@@ -55,21 +74,16 @@ def qc_table(volumes: pd.DataFrame, regions: Sequence[str]) -> tuple[pd.DataFram
     ages = [None if np.isnan(a) else a for a in volumes["age"]]
     bands = pd.Series(bands_for(ages), index=volumes.index)
     rel = volumes[list(regions)].div(volumes[ICV].replace(0, np.nan), axis=0)
-    z = pd.DataFrame(0.0, index=volumes.index, columns=list(regions))
-    for band in bands.unique():
-        members = bands == band
-        for col in regions:
-            z.loc[members, col] = robust_z(rel.loc[members, col].to_numpy())
-    icv_z = pd.Series(0.0, index=volumes.index)
-    for band in bands.unique():
-        members = bands == band
-        icv_z[members] = robust_z(volumes.loc[members, ICV].to_numpy())
-    outliers = z.abs() > Z_OUTLIER
+    outliers = band_z(rel, bands).abs() > Z_OUTLIER
+    totals = tissue_totals(volumes)
+    totals_z = band_z(totals, bands)
+    total_out = totals_z.abs() > Z_OUTLIER
     qc = volumes[["participant_id", "session_id", "acquisition", "run", "age"]].copy()
     qc["age_band"] = bands
-    qc["icv_robust_z"] = icv_z.round(2)
+    qc["icv_robust_z"] = totals_z["Intracranial volume"].round(2)
     qc["n_outlier_regions"] = outliers.sum(axis=1)
     qc["outlier_regions"] = [", ".join(c for c in regions if outliers.loc[i, c]) or "n/a" for i in volumes.index]
+    qc["outlier_totals"] = [", ".join(c for c in totals if total_out.loc[i, c]) or "n/a" for i in volumes.index]
     flags = [participant_flags({c: volumes.loc[i, c] for c in (*regions, *TOTALS)}) for i in volumes.index]
     qc["flags"] = ["; ".join(f"{f['flag']}: {f['detail']}" for f in fl) or "n/a" for fl in flags]
     return qc, outliers
@@ -93,37 +107,68 @@ def run_group_level(output_dir: str | os.PathLike, participants: Sequence[str] =
         "qc": write_atomic(group / "qc.tsv", qc.to_csv(sep="\t", index=False, na_rep="n/a")),
     }
     labels = (volumes["participant_id"] + " " + volumes["session_id"].replace("n/a", "")).str.strip()
+    rel = volumes[regions].div(volumes[ICV].replace(0, np.nan), axis=0)
+    totals = tissue_totals(volumes)
+    total_out = band_z(totals, qc["age_band"]).abs() > Z_OUTLIER
     figs = [
-        plot_distributions(
-            volumes,
-            regions,
-            outliers,
-            group / "figures" / "regional_volumes.png",
-            "Regional volumes (outliers: x)",
-            labels,
-        )
+        (
+            "Regional volumes",
+            "Each region's volume as a fraction of the scan's intracranial volume, divided by the group median of "
+            "that fraction (1 = typical). Left and right homologues share a row. Red crosses: robust z-score beyond "
+            f"{Z_OUTLIER} within the scan's age band (bands of fewer than 3 scans flag nothing).",
+            plot_distributions(
+                rel / rel.median(),
+                outliers,
+                group / "figures" / "regional_volumes.png",
+                title="Regional volumes (fraction of ICV, relative to the group median)",
+                xlabel="(volume / ICV) / group median",
+                labels=labels,
+            ),
+        ),
+        (
+            "Totals",
+            "Intracranial volume and the tissue volumes as fractions of it, each divided by its group median; "
+            "outliers as above.",
+            plot_distributions(
+                totals / totals.median(),
+                total_out,
+                group / "figures" / "total_volumes.png",
+                title="Intracranial volume and tissue fractions (relative to the group median)",
+                xlabel="value / group median",
+                labels=labels,
+            ),
+        ),
     ]
-    tot_out = pd.DataFrame({c: np.abs(robust_z(volumes[c].to_numpy())) > Z_OUTLIER for c in TOTALS})
-    figs.append(
-        plot_distributions(volumes, list(TOTALS), tot_out, group / "figures" / "total_volumes.png", "Totals", labels)
-    )
     if volumes["age"].notna().sum() >= 2:
         ok = volumes["age"].notna()
         series = {c: volumes.loc[ok, c] for c in (ICV, BRAIN, "Tissue GM", "Tissue WM")}
-        figs.append(plot_vs_age(volumes.loc[ok, "age"].to_numpy(), series, group / "figures" / "volumes_vs_age.png"))
+        png = plot_vs_age(volumes.loc[ok, "age"].to_numpy(), series, group / "figures" / "volumes_vs_age.png")
+        figs.append(("Lifespan chart", "Total volumes (litres) against age (years).", png))
     paths["report"] = write_atomic(group / "report.html", _html(volumes, qc, figs, group))
     return paths
 
 
-def _html(volumes: pd.DataFrame, qc: pd.DataFrame, figs: list[Path], group: Path) -> str:
-    imgs = "".join(f"<img src='{os.path.relpath(p, group)}' style='max-width:100%'><br>" for p in figs)
-    links = "".join(
-        f"<li><a href='../{html.escape(r)}'>{html.escape(p)} {html.escape(s)}</a></li>"
-        for p, s, r in zip(volumes["participant_id"], volumes["session_id"], volumes["report"], strict=True)
+def _html(volumes: pd.DataFrame, qc: pd.DataFrame, figs: list[tuple[str, str, Path]], group: Path) -> str:
+    imgs = "".join(
+        f"<h3>{html.escape(name)}</h3><p class='caption'>{html.escape(caption)}</p>"
+        f"<img src='{html.escape(os.path.relpath(png, group))}' alt='{html.escape(name)}'>"
+        for name, caption, png in figs
+    )
+    rows = qc.astype(object).where(qc.notna(), "n/a").to_dict("records")
+    for row, report in zip(rows, volumes["report"], strict=True):
+        row["report"] = f"<a href='../{html.escape(report)}'>{html.escape(report)}</a>"
+    cols = ["report", *qc.columns]
+    n_flagged = int(((qc["n_outlier_regions"] > 0) | (qc["outlier_totals"] != "n/a") | (qc["flags"] != "n/a")).sum())
+    ages = volumes["age"].dropna()
+    age_text = f"; ages {ages.min():g}–{ages.max():g} years" if len(ages) else "; ages unknown"
+    summary = (
+        f"{len(volumes)} scans of {volumes['participant_id'].nunique()} participants{age_text}; "
+        f"{n_flagged} with at least one QC flag or outlier."
     )
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>brainparc group report</title></head><body>"
-        f"<h1>brainparc group report</h1><p>{len(volumes)} scans.</p><h2>Figures</h2>{imgs}"
-        f"<h2>QC</h2>{qc.to_html(index=False, na_rep='n/a')}"
-        f"<h2>Participant reports</h2><ul>{links}</ul></body></html>\n"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>brainparc group report</title>"
+        f"<style>{STYLE}</style></head><body>"
+        f"<h1>brainparc group report</h1><p>{html.escape(summary)}</p><h2>QC</h2>"
+        + html_table(rows, cols, raw={"report"})
+        + f"<h2>Figures</h2>{imgs}</body></html>\n"
     )

@@ -12,6 +12,7 @@ MODULES = [
     "brainparc.bids.derivatives",
     "brainparc.reports.qc",
     "brainparc.reports.figures",
+    "brainparc.reports.participant",
     "brainparc.workflows.base",
 ]
 
