@@ -87,7 +87,7 @@ def run(tmp_path_factory, tiny_model_paths):
     bids = _dataset(root / "bids")
     out = root / "out"
     args = [str(bids), str(out), "participant", "--model", tiny_model_paths[0], "--skull-strip", "skip"]
-    args += ["--device", "cpu", "--nprocs", "2", "--omp-nthreads", "1", "--skip-bids-validation"]
+    args += ["--device", "cpu", "--nprocs", "2", "--omp-nthreads", "1", "--skip-bids-validation", "--write-graph"]
     code = main(args)
     yield {"root": root, "bids": bids, "out": out, "code": code, "args": args}
     for path in [bids, *bids.rglob("*")]:
@@ -106,6 +106,8 @@ def test_participant_outputs(run, capsys):
     assert produced == expected_files()
     assert not (run["root"] / "bids" / "derivatives").exists()
     assert (run["root"] / "brainparc_work").is_dir()  # default work dir: next to OUTPUT_DIR
+    graph = run["root"] / "brainparc_work" / "brainparc_wf"
+    assert (graph / "graph.svg").is_file() or (graph / "graph.dot").is_file()  # --write-graph, with or without dot
 
 
 def test_failures_logged(run):
