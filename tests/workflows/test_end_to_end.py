@@ -118,6 +118,14 @@ def test_failures_logged(run):
     html = (run["out"] / "sub-04.html").read_text()
     assert "expected a 3-D T1w image" in html
     assert "no T1w image found" in (run["out"] / "sub-05.html").read_text()
+    # one line per failure, in OUTPUT_DIR/logs, saying what is wrong with which file
+    (summary,) = (run["out"] / "logs").glob("failures-*.txt")
+    lines = {ln.split()[2]: ln for ln in summary.read_text().splitlines()}
+    assert sorted(lines) == ["sub-03", "sub-04", "sub-05"]
+    assert all(ln.startswith("brainparc: FAILED") for ln in lines.values())
+    assert "sub-03_T1w.nii.gz" in lines["sub-03"] and "cannot read" in lines["sub-03"]
+    assert "sub-04_T1w.nii.gz" in lines["sub-04"] and "expected a 3-D T1w image" in lines["sub-04"]
+    assert "no T1w image found" in lines["sub-05"]
 
 
 def test_sidecars_and_dtypes(run):
