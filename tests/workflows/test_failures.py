@@ -74,3 +74,14 @@ def test_without_the_flag_the_others_complete(tmp_path, tiny_model_paths, capsys
     (summary,) = (out / "logs").glob("failures-*.txt")
     assert summary.read_text().splitlines() == lines
     assert "Errors</h2><p>none</p>" in (out / "sub-02.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("plugin", "graph"),
+    [("MultiProc", False), ("Linear", False), ("SLURM", False), ("SLURMGraph", True), ("SGEGraph", True)],
+)
+def test_graph_plugins_get_no_status_callback(plugin, graph):
+    # graph plugins submit everything and return (nipype warns on a status_callback): no completion check there
+    from brainparc.cli.run import _is_graph_plugin
+
+    assert _is_graph_plugin(plugin) is graph
