@@ -6,7 +6,8 @@
 #
 # ROOT: the root from scripts/build_training_root.py.  RUN_DIR gets parc/ and strip/ (logs, history.csv, weights) and
 # brainparc-lite.safetensors / autostrip-lite.safetensors (fp16).  Environment: PYTHON (python3), DEVICE (cuda; cpu for
-# a smoke run), PARC_WORKERS (11), STRIP_WORKERS (4), PARC_EXTRA / STRIP_EXTRA (more options, given last).
+# a smoke run), TASKS ("parc strip"), PARC_WORKERS (11), STRIP_WORKERS (4), PARC_EXTRA / STRIP_EXTRA (more options,
+# given last; e.g. --init WEIGHTS to continue from earlier weights).
 set -uo pipefail
 root=$1 run=$2 seconds=$3
 py=${PYTHON:-python3}
@@ -17,17 +18,25 @@ common=(--data "$root" --device "$device" --val-every 0 --save-every 0 --epochs 
 [[ $device == cuda* ]] && common+=(--amp)
 export OMP_NUM_THREADS=1  # the loaders' workers do the CPU work
 
-# shellcheck disable=SC2086  # *_EXTRA are option lists
-"$py" -m brainparc train parc "${common[@]}" --file-list parc.csv --out "$run/parc" --preset brainparc-lite \
-    --num-workers "${PARC_WORKERS:-11}" --batch-size 4 --synth-ratio 0.35 ${PARC_EXTRA:-} >"$run/parc.log" 2>&1 &
-parc=$!
-# shellcheck disable=SC2086
-"$py" -m brainparc train strip "${common[@]}" --file-list strip.csv --out "$run/strip" --preset autostrip-lite \
-    --num-workers "${STRIP_WORKERS:-4}" --batch-size 2 --synth-ratio 1.0 ${STRIP_EXTRA:-} >"$run/strip.log" 2>&1 &
-strip=$!
-wait "$parc"; parc_rc=$?
-wait "$strip"; strip_rc=$?
-echo "train parc exit $parc_rc, train strip exit $strip_rc"
+pids=() names=()
+if [[ " ${TASKS:-parc strip} " == *" parc "* ]]; then
+    # shellcheck disable=SC2086  # *_EXTRA are option lists
+    "$py" -m brainparc train parc "${common[@]}" --file-list parc.csv --out "$run/parc" --preset brainparc-lite \
+        --num-workers "${PARC_WORKERS:-11}" --batch-size 4 --synth-ratio 0.35 ${PARC_EXTRA:-} >"$run/parc.log" 2>&1 &
+    pids+=($!) names+=(parc)
+fi
+if [[ " ${TASKS:-parc strip} " == *" strip "* ]]; then
+    # shellcheck disable=SC2086
+    "$py" -m brainparc train strip "${common[@]}" --file-list strip.csv --out "$run/strip" --preset autostrip-lite \
+        --num-workers "${STRIP_WORKERS:-4}" --batch-size 2 --synth-ratio 1.0 ${STRIP_EXTRA:-} >"$run/strip.log" 2>&1 &
+    pids+=($!) names+=(strip)
+fi
+rc=0
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"; code=$?
+    echo "train ${names[$i]} exit $code"
+    rc=$((rc || code))
+done
 
 "$py" - "$run" <<'EOF'
 import sys
@@ -46,4 +55,4 @@ for task, name in (("parc", "brainparc-lite"), ("strip", "autostrip-lite")):
         out = models.save(model, run / f"{name}.safetensors", dtype=torch.float16, **card)
         print(f"{name}: {out['sha256'][:12]} {(run / f'{name}.safetensors').stat().st_size / 2**20:.1f} MB")
 EOF
-exit $((parc_rc || strip_rc))
+exit $rc

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .autostrip_net import AutoStripNet
 from .brainparc_net import OFFICIAL_FUSION_CROPS as BRAINPARC_OFFICIAL_CROPS
 from .brainparc_net import BrainParcNet, BrainParcStage
 from .checkpoints import (
+    DEFAULT_MODELS,
     CheckpointError,
     ModelNotFoundError,
     bundled_path,
@@ -43,6 +45,7 @@ from .checkpoints import (
 
 __all__ = [
     "BUILDERS",
+    "DEFAULT_MODELS",
     "PRESETS",
     "AutoStripNet",
     "BrainParcNet",
@@ -55,6 +58,8 @@ __all__ = [
     "load",
     "save",
 ]
+
+LOGGER = logging.getLogger(__name__)
 
 #: Network classes a model card may name under ``arch.builder`` (explicit: nothing is discovered at run time).
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"BrainParcNet": BrainParcNet, "AutoStripNet": AutoStripNet}
@@ -244,8 +249,9 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     ----------
     path_or_name
         A brainparc ``.safetensors`` file; an official ``BrainParc.pth(.gz)`` / ``AutoStrip_Full.pth(.gz)``
-        (plain or gzip-compressed ``torch.save``, with or without ``module.``); or a bundled name (``"default"`` or a
-        preset name) looked up as ``brainparc/models/weights/<name>.safetensors``.
+        (plain or gzip-compressed ``torch.save``, with or without ``module.``); or a bundled name (a preset name looked
+        up as ``brainparc/models/weights/<name>.safetensors``, or ``"default"``: the bundled parcellation model).
+        Weights whose card has ``status: preliminary`` load with a logged warning (its ``training.note``).
 
     Returns
     -------
@@ -280,4 +286,7 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     load_state_dict_strict(model, state, what=str(path))
     model.preset = card.get("preset")
     card.update(sha256=sha256_file(path), source=source)
+    if card.get("status") == "preliminary":
+        note = (card.get("training") or {}).get("note", "")
+        LOGGER.warning("%s (%s) are preliminary weights. %s", path.name, card.get("preset"), note)
     return model.eval(), card

@@ -26,6 +26,9 @@ from brainparc.outputs import publish
 CARD_KEY = "brainparc"
 #: Where bundled weights live: ``weights/<name>.safetensors``.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: The bundled default models, one per task (the command line's ``--model default`` loads both); the bare name
+#: ``default`` in :func:`bundled_path` means the first, the parcellation model.
+DEFAULT_MODELS = ("brainparc-lite", "autostrip-lite")
 #: Official stage prefixes: their presence identifies a BrainParc (BT_Joint) checkpoint.
 BRAINPARC_STAGES = ("Boundary.", "Tissue.", "Parc.")
 
@@ -51,8 +54,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def bundled_path(name: str) -> Path:
-    """Path of the bundled weights called ``name`` (may not exist)."""
-    return WEIGHTS_DIR / f"{name}.safetensors"
+    """Path of the bundled weights called ``name`` (``default``: the default parcellation model; may not exist)."""
+    return WEIGHTS_DIR / f"{DEFAULT_MODELS[0] if name == 'default' else name}.safetensors"
 
 
 def missing_bundled_message(name: str) -> str:

@@ -75,6 +75,7 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--foreground-prob", type=_ratio, default=S, help="patch centres in the brain (default: 0.9)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S, help="progress bar (on)")
     p.add_argument("--patches-per-subject", type=_positive_int, default=S, help="patches per subject and epoch (1)")
+    p.add_argument("--init", default=S, metavar="WEIGHTS", help="fine-tune from these weights (same architecture)")
     p.add_argument("--time-limit", type=float, default=S, metavar="SECONDS", help="stop after this much training")
     if task == "strip":
         p.add_argument(

@@ -44,6 +44,8 @@ class TrainUsageError(ValueError):
 class TrainConfig:
     """Every setting of ``brainparc train {parc,strip}`` (see ``brainparc train parc --help`` for each option).
 
+    ``init`` starts from existing weights (fine-tuning): our ``.safetensors`` or an official checkpoint of the preset's
+    architecture (a new optimiser; use ``resume`` to continue a run with its optimiser state).
     ``time_limit`` (seconds of training, e.g. what is left of a Slurm job) ends the run after the step that passes it,
     with a checkpoint and the exported weights as at a normal end.  ``pseudo_brain_prob`` applies to ``strip`` only.
 
@@ -83,6 +85,7 @@ class TrainConfig:
     patches_per_subject: int = 1
     pseudo_brain_prob: float = 0.8
     time_limit: float | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -148,6 +151,8 @@ class TrainConfig:
             if merged.get(required) in (None, ""):
                 raise ValueError(f"--{required} is required (on the command line or in the config file)")
         merged["data"], merged["out"] = os.fspath(merged["data"]), os.fspath(merged["out"])
+        if merged.get("init") is not None:
+            merged["init"] = os.fspath(merged["init"])
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:

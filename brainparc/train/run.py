@@ -62,18 +62,33 @@ def check_data_root(cfg: TrainConfig) -> None:
         raise TrainDataError(f"{len(missing)} subject folder(s) of {csv_path} missing, e.g. {missing[0]}")
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The preset's network with fresh weights (seeded by ``cfg.seed``), with the overridden window geometry."""
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The preset's network, with the overridden window geometry: fresh weights (seeded by ``cfg.seed``), or the
+    weights of ``cfg.init`` (fine-tuning; ours or the official checkpoint of the same architecture).
+
+    Returns the model and, with ``cfg.init``, the lineage recorded in the exported card (sha256 and training section
+    of the starting weights)."""
     from brainparc import models
 
     torch.manual_seed(cfg.seed)
     if cfg.patch_size is None:
-        return models.build(cfg.preset)
-    row = models.PRESETS[cfg.preset]
-    kwargs = dict(row.kwargs) | {"patch_size": cfg.patch_size, "valid_size": cfg.valid_size, "fusion_crops": None}
-    model = models.BUILDERS[row.builder](**kwargs)
-    model.preset = cfg.preset
-    return model
+        model = models.build(cfg.preset)
+    else:
+        row = models.PRESETS[cfg.preset]
+        kwargs = dict(row.kwargs) | {"patch_size": cfg.patch_size, "valid_size": cfg.valid_size, "fusion_crops": None}
+        model = models.BUILDERS[row.builder](**kwargs)
+        model.preset = cfg.preset
+    if cfg.init is not None:
+        source, card = models.load(cfg.init)
+        if card.get("arch", {}).get("builder") not in (None, type(model).__name__):
+            raise TrainUsageError(f"--init {cfg.init}: a {card['arch']['builder']}, not a {type(model).__name__}")
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError as err:
+            raise TrainUsageError(f"--init {cfg.init} does not fit preset {cfg.preset}: {str(err)[:300]}") from err
+        LOGGER.info("initialised from %s (sha256 %s)", cfg.init, str(card.get("sha256", ""))[:12])
+        return model, {"sha256": card.get("sha256"), "preset": card.get("preset"), "training": card.get("training")}
+    return model, None
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
@@ -241,7 +256,7 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
     from brainparc import models
     from brainparc.train.memory import enable_grad_checkpointing
 
-    model = build_model(cfg)
+    model, lineage = build_model(cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed window size: let cuDNN pick the fastest 3-D convolutions
     base_card = dict(models.PRESETS[cfg.preset].card)
@@ -265,6 +280,8 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
     training = {"config": cfg.to_dict(), "world_size": env.world_size, "label_declarations": declarations}
     if weights is not None:
         training["class_weights"] = weights
+    if lineage is not None:
+        training["initialised_from"] = lineage
     card = base_card | {"training": training}
     epochs = cfg.epochs if cfg.epochs is not None else math.ceil(cfg.iterations / len(loader)) + trainer.epoch
     hook = _epoch_end_hook(cfg, val, card, device, env)
