@@ -183,14 +183,17 @@ def test_bids_validator(run):
     assert errors == []
 
 
-def test_bad_usage_exit_codes(run, tiny_model_paths, tmp_path, capsys):
+def test_bad_usage_exit_codes(run, tiny_model_paths, tmp_path, capsys, monkeypatch):
+    from brainparc.models import checkpoints
+
+    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without the package data
     bids, out = str(run["bids"]), str(tmp_path / "o")
     model = ["--model", tiny_model_paths[0], "--skip-bids-validation"]
     (tmp_path / "notbids").mkdir()
     assert main([str(tmp_path / "notbids"), out, "participant", *model]) == EXIT_BAD_INPUT  # not a BIDS dir
     assert main([bids, out, "participant", "--participant-label", "sub-99", *model]) == EXIT_BAD_INPUT
     assert main([bids, out, "participant", "--participant-label", "05", *model]) == EXIT_BAD_INPUT  # no T1w at all
-    assert main([bids, out, "participant", "--skip-bids-validation"]) == EXIT_MODEL  # no bundled weights yet
+    assert main([bids, out, "participant", "--skip-bids-validation"]) == EXIT_MODEL  # no bundled weights
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("brainparc: error: ") for line in err)
     assert "sub-99" not in err[1] or "99 not found" in err[1]
