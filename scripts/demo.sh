@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (CPU torch, no CUDA download), install brainparc and run `brainparc demo OUTDIR [options]`.
-# Until bundled weights ship, pass them by path: bash scripts/demo.sh OUTDIR --model BrainParc.pth.gz
+# Uses the bundled weights; other weights by path: bash scripts/demo.sh OUTDIR --model BrainParc.pth.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NIPYPE_NO_ET=1
