@@ -3,8 +3,9 @@
 For every T1w image ``BIDS_DIR/sub-<s>/[ses-<t>/]anat/*_T1w.nii[.gz]`` (the first in sorted order per subject and
 session) whose label map is found in ``LABELS_DIR`` (see :data:`LABELS_HELP` for the accepted names), the T1w is
 resampled onto the label map's grid (physical space, trilinear), both are reoriented to LAS (the network's array
-order; no resampling), cropped to the labelled volume plus ``margin`` voxels, and N4-corrected as ``brainparc
-parcellate`` does at run time.  Written to ``ROOT/data/<folder>/<ID>/`` (``ID`` = ``sub-<s>`` or ``sub-<s>_ses-<t>``)::
+order; no resampling), cropped to the labelled volume plus ``margin`` voxels, and N4-corrected with the run-time
+settings (fitted on this crop; ``brainparc parcellate`` fits it on the whole input grid).  Written to
+``ROOT/data/<folder>/<ID>/`` (``ID`` = ``sub-<s>`` or ``sub-<s>_ses-<t>``)::
 
     T1w.nii.gz          head (float32)                 -> ``train strip`` input
     skull-strip.nii.gz  brain mask: labels > 0, closed and hole-filled (uint8)
