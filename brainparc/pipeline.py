@@ -32,8 +32,6 @@ from brainparc.outputs import save_nifti_atomic, staging_dir, write_atomic, writ
 LOGGER = logging.getLogger(__name__)
 
 #: What ``--model default`` means: the bundled parcellation and skull-stripping weights.
-DEFAULT_MODELS = ("brainparc-lite", "autostrip-lite")
-
 #: Output file names of ``brainparc parcellate`` (all on the input grid).
 OUTPUT_FILES = {
     "mask": "brain_mask.nii.gz",
@@ -86,7 +84,7 @@ class ParcellationOutputs:
 
 def load_models(specs: Sequence[str]) -> LoadedModels:
     """Load the weights named on the command line (``default``, paths, or bundled names), one per task."""
-    from brainparc.models import load
+    from brainparc.models import DEFAULT_MODELS, load
 
     names = [name for spec in specs for name in (DEFAULT_MODELS if spec == "default" else (spec,))]
     by_task: dict[str, tuple[Any, dict[str, Any]]] = {}

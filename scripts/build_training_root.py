@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from brainparc import labels as label_tables
 from brainparc.core.conform import conform
+from brainparc.train.prepare import bounding_box
 
 MINDBOGGLE_TRAIN = range(1, 13)
 BRAINPARC_TRAIN = ("sub001_infant_infantile", "sub003_infant_adult_like", "sub004_child")
@@ -41,12 +42,14 @@ def _conformed(path: Path, order: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.rint(data).astype(np.int16) if order == 0 else data), img.img.affine
 
 
-def _crop_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    nz = np.nonzero(mask)
-    return tuple(
-        slice(max(0, int(a.min()) - margin), min(n, int(a.max()) + 1 + margin))
-        for a, n in zip(nz, mask.shape, strict=True)
-    )
+def _shifted(affine: np.ndarray, start: list[int]) -> np.ndarray:
+    """Affine of a grid whose voxel 0 is voxel ``start`` of the grid of ``affine`` (a crop, or a pad if negative)."""
+    return affine @ np.vstack([np.c_[np.eye(3), start], [0, 0, 0, 1]])
+
+
+def _cropped(box: tuple[slice, ...], affine: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays`` cut to ``box`` and the affine of the cut grid (last)."""
+    return (*(a[box] for a in arrays), _shifted(affine, [s.start for s in box]))
 
 
 def _save(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -71,7 +74,7 @@ def _save_head(fs_labels: np.ndarray, brain: np.ndarray, affine: np.ndarray, rng
         outer = ndimage.binary_dilation(inner, iterations=int(rng.integers(lo, hi + 1)))
         out[outer & ~inner] = shell_id
         inner = outer
-    _save(out, affine @ np.array([[1, 0, 0, -pad], [0, 1, 0, -pad], [0, 0, 1, -pad], [0, 0, 0, 1]]), path)
+    _save(out, _shifted(affine, [-pad] * 3), path)
 
 
 def _write_list(root: Path, name: str, rows: list[tuple[str, str]]) -> None:
@@ -95,8 +98,7 @@ def build(shared: Path, root: Path) -> None:
         src = shared / "mindboggle" / f"atlas_{n}"
         brain, affine = _conformed(src / "t1weighted_brain.nii.gz", 1)
         labs, _ = _conformed(src / f"atlas_{n}_labels.nii.gz", 0)
-        box = _crop_box((labs > 0) | (brain > 0), MARGIN)
-        brain, labs, aff = brain[box], labs[box], nib.Nifti1Image(brain, affine).slicer[box].affine
+        brain, labs, aff = _cropped(bounding_box((labs > 0) | (brain > 0), MARGIN), affine, brain, labs)
         labs[brain <= 0] = 0  # labels outside the stripped brain would be unlearnable zeros
         _save(_scaled(np.where(brain > 0, brain, 0)), aff, root / "data" / "MB" / f"atlas_{n}" / "brain.nii")
         _save(labs, aff, root / "data" / "MB" / f"atlas_{n}" / "dk-struct.nii")
@@ -109,8 +111,8 @@ def build(shared: Path, root: Path) -> None:
     for sub in BRAINPARC_TRAIN:
         src = shared / "brainparc" / sub
         labs, affine = _conformed(src / "dk-struct.nii.gz", 0)
-        box = _crop_box(labs > 0, MARGIN)
-        labs, aff = labs[box], nib.Nifti1Image(labs, affine).slicer[box].affine
+        box = bounding_box(labs > 0, MARGIN)
+        labs, aff = _cropped(box, affine, labs)
         _save(labs, aff, root / "data" / "BP" / sub / "dk-struct.nii")
         if (src / "brain.nii.gz").is_file():
             brain, _ = _conformed(src / "brain.nii.gz", 1)
@@ -123,10 +125,8 @@ def build(shared: Path, root: Path) -> None:
     ss: list[tuple[str, str]] = []
     for path in sorted((shared / "synthseg_label_maps").glob("training_seg_*.nii.gz")):
         labs, affine = _conformed(path, 0)
-        box = _crop_box(labs > 0, 2)
         ident = path.name.removesuffix(".nii.gz")
-        aff = nib.Nifti1Image(labs, affine).slicer[box].affine
-        _save(labs[box], aff, root / "data" / "SS" / ident / "dk-struct.nii")
+        _save(*_cropped(bounding_box(labs > 0, 2), affine, labs), root / "data" / "SS" / ident / "dk-struct.nii")
         ss.append((ident, "SS"))
 
     _write_list(root, "parc.csv", parc + ss)

@@ -29,7 +29,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-__all__ = ["APARC_ASEG", "LABELS_HELP", "find_label_map", "find_t1w_images", "prepare_dataset", "prepare_subject"]
+__all__ = [
+    "APARC_ASEG",
+    "LABELS_HELP",
+    "bounding_box",
+    "find_label_map",
+    "find_t1w_images",
+    "prepare_dataset",
+    "prepare_subject",
+]
 
 LABELS_HELP = """LABELS_DIR naming (first match wins; <id> is sub-<s> or sub-<s>_ses-<t>):
   LABELS_DIR/<id>/mri/aparc+aseg.mgz                  a FreeSurfer SUBJECTS_DIR (also sub-<s>/mri/... for sessions)
@@ -85,7 +93,8 @@ def _brain_mask(labels: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(m | (labels > 0))
 
 
-def _crop(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array); error if empty."""
     nz = np.nonzero(mask)
     if nz[0].size == 0:
         raise ValueError("the label map is empty")
@@ -111,7 +120,7 @@ def prepare_subject(t1w: str | Path, label_map: str | Path, out_dir: str | Path,
     head_c = conform(on_grid, None, crop_to_head=False).img
     lab_c = conform(lab_img, None, crop_to_head=False, order=0).img
     labels = np.rint(np.asarray(lab_c.dataobj)).astype(np.int16)
-    box = _crop(labels > 0, margin)
+    box = bounding_box(labels > 0, margin)
     affine = head_c.slicer[box].affine
     head = np.asarray(head_c.dataobj, dtype=np.float32)[box]
     labels = labels[box]
