@@ -31,6 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainparc import labels
+
 SHARED = Path(os.environ.get("BRAINPARC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DKT_MERGE = {1001: 1030, 1032: 1028, 1033: 1009}  # bankssts, frontal pole, temporal pole (and 2xxx)
 DEEP_GREY = (10, 11, 12, 13, 17, 18, 26, 28, 49, 50, 51, 52, 53, 54, 58, 60)
@@ -97,8 +99,13 @@ def run_case(name: str, case: dict, out: Path, models: list[str], nthreads: int,
     if run.get("rc") != 0:
         run["error"] = "\n".join(tail[-5:])
         return run
-    prov = json.loads((out / name / "provenance.json").read_text())
-    return run | {"timings_s": prov.get("timings_s", {}), "strip_method": prov.get("skull_strip", {}).get("method")}
+    return run | provenance(out / name)
+
+
+def provenance(case_dir: Path) -> dict:
+    """Stage timings and skull-strip method from a finished case's ``provenance.json``."""
+    prov = json.loads((case_dir / "provenance.json").read_text())
+    return {"timings_s": prov.get("timings_s", {}), "strip_method": prov.get("skull_strip", {}).get("method")}
 
 
 def hemispheres(dseg: nib.spatialimages.SpatialImage) -> dict:
@@ -120,8 +127,6 @@ def score(name: str, case: dict, out: Path) -> tuple[dict, list[dict]]:
     mask = np.asarray(nib.load(str(d / "brain_mask.nii.gz")).dataobj) > 0
     summary["mask_litres"] = float(mask.sum() * np.prod(dseg.header.get_zooms()[:3]) / 1e6)
     if "labels" in case:  # Mindboggle
-        from brainparc import labels
-
         ours = np.asarray(nib.load(str(d / "aparcaseg_dseg.nii.gz")).dataobj).astype(np.int32)
         for src, dst in DKT_MERGE.items():
             for h in (0, 1000):
@@ -137,8 +142,6 @@ def score(name: str, case: dict, out: Path) -> tuple[dict, list[dict]]:
                 for i, s in zip(ids, scores, strict=True)
             ]
     if "dk" in case:  # reference-model agreement
-        from brainparc import labels
-
         ours = np.asarray(dseg.dataobj).astype(np.int32)
         ref = _labels(case["dk"])
         names = {lab.index: lab.abbreviation for lab in labels.dk_struct().labels}
@@ -170,16 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", nargs="+", default=None, help="subset of the cases (default: all)")
     p.add_argument("--nthreads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--score-only", action="store_true", help="score existing outputs in --out (no runs)")
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score existing outputs in --out (no runs; stage timings from their provenance)",
+    )
     a = p.parse_args(argv)
     all_cases = cases(a.shared)
     chosen = a.cases or list(all_cases)
     a.out.mkdir(parents=True, exist_ok=True)
     results, rows = {}, []
     for name in chosen:
-        run = (
-            {} if a.score_only else run_case(name, all_cases[name], a.out, a.model or ["default"], a.nthreads, a.device)
-        )
+        if a.score_only:  # wall time and peak RSS exist only for runs made now
+            run = provenance(a.out / name)
+        else:
+            run = run_case(name, all_cases[name], a.out, a.model or ["default"], a.nthreads, a.device)
         if run.get("error"):
             results[name] = run
             print(f"{name}: FAILED\n{run['error']}", file=sys.stderr)
