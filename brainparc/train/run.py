@@ -80,8 +80,9 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
         model.preset = cfg.preset
     if cfg.init is not None:
         source, card = models.load(cfg.init)
-        if card.get("arch", {}).get("builder") not in (None, type(model).__name__):
-            raise TrainUsageError(f"--init {cfg.init}: a {card['arch']['builder']}, not a {type(model).__name__}")
+        builder, wanted = card.get("arch", {}).get("builder"), type(model).__name__
+        if builder not in (None, wanted):
+            raise TrainUsageError(f"--init {cfg.init} holds {builder} weights, not {wanted}")
         try:
             model.load_state_dict(source.state_dict())
         except RuntimeError as err:
