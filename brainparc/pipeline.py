@@ -53,8 +53,10 @@ class ParcellateOptions:
     brain_mask: Path | None = None
     device: str = "auto"
     nthreads: int | None = None
-    overlap: float | None = None  # None: the model card's ``inference.overlap`` (else 0.5)
-    amp: bool | None = None  # None: autocast on CUDA; on the CPU only where the card's ``inference.cpu_amp`` says so
+    # Both networks: None takes each model card's ``inference`` defaults (overlap, else 0.5; bf16 autocast on CUDA, and
+    # on the CPU only where the card's ``cpu_amp`` says so)
+    overlap: float | None = None
+    amp: bool | None = None
     bias_correct: bool = True  # False: the image is already N4-corrected on its own grid (the BIDS App's N4 node)
     progress: bool = False
 
@@ -163,10 +165,21 @@ def parcellate_image(
         user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj) > 0, order=0)
 
     refine = None
+    strip_settings: dict[str, Any] = {}
     if models.strip is not None:
+        strip_overlap, strip_amp = inference_settings(models.strip_card or {}, opts)
 
         def refine(arr: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-            return predict_brain_mask(models.strip, arr, models.strip_card, device=device, progress=opts.progress)
+            strip_settings.update(overlap=strip_overlap, autocast=bool(strip_amp) or device.type == "cuda")
+            return predict_brain_mask(
+                models.strip,
+                arr,
+                models.strip_card,
+                device=device,
+                overlap=strip_overlap,
+                amp=strip_amp,
+                progress=opts.progress,
+            )
 
     with timer.stage("skull_strip"):
         stripped = strip_skull(work, mode=opts.skull_strip, mask=user_mask, refine=refine, nthreads=opts.nthreads)
@@ -210,7 +223,7 @@ def parcellate_image(
         "requested_device": opts.device,
         "nthreads": opts.nthreads,
         "bias_correction": "n4 (input grid)" if opts.bias_correct else "input already n4-corrected",
-        "skull_strip": {"mode": opts.skull_strip, "method": stripped.method},
+        "skull_strip": {"mode": opts.skull_strip, "method": stripped.method, **strip_settings},
         "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
         "windows": result.n_windows,
         "overlap": overlap,

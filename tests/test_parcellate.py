@@ -193,6 +193,29 @@ def test_inference_settings_follow_the_card_unless_overridden():
     assert inference_settings(official, ParcellateOptions()) == (0.5, None)  # autocast on CUDA only
 
 
+@pytest.mark.parametrize("inference", [None, {"overlap": 0.25, "cpu_amp": True}])
+def test_skull_strip_network_uses_its_own_card_settings(tmp_path, tiny_models, monkeypatch, inference):
+    """AutoStrip runs with its card's overlap and CPU autocast (not the parcellation card's); provenance says so."""
+    from brainparc import models
+    from brainparc.core import skullstrip
+
+    strip_model, card = models.load(tiny_models[1])
+    strip = tmp_path / "strip.safetensors"
+    extra = {} if inference is None else {"inference": inference}
+    models.save(strip_model, strip, preset=card["preset"], **extra)
+    box = np.zeros((64, 72, 60), np.uint8)
+    box[4:60, 4:68, 4:56] = 1
+    monkeypatch.setattr(skullstrip, "pseudo_brain_mask", lambda img, **kw: box)  # no registration in a unit test
+    src = tmp_path / "t1.nii.gz"
+    nib.save(_phantom(), src)
+    code = main(["parcellate", str(src), "-o", str(tmp_path / "o"), "--skull-strip", "force",
+                 *_args([tiny_models[0], str(strip)])])  # fmt: skip
+    assert code == EXIT_OK
+    got = json.loads((tmp_path / "o" / "provenance.json").read_text())["skull_strip"]
+    want = (0.5, False) if inference is None else (0.25, True)
+    assert got["method"] == "pseudo-brain+refine" and (got["overlap"], got["autocast"]) == want
+
+
 def test_outputs_are_readable_by_others(tmp_path):
     """mkstemp creates 0600 files; published outputs must get the usual 0666-minus-umask permissions."""
     import os

@@ -118,7 +118,9 @@ PRESETS: dict[str, Preset] = {
         "AutoStripNet",
         dict(widths=(4, 8, 16, 32, 64), res_depths=(1, 1, 1, 1), patch_size=160, valid_size=128,
              fusion_crops=None),
-        dict(_STRIP_CARD, spacing_mm=1.0, normalisation="minmax"),
+        # CPU defaults: bf16 autocast is ~1.6x faster than float32 and moved the brain-mask Dice by +0.0005 on the two
+        # AutoStrip reference infants (the window count of a brain-sized ROI is the same at 25 % and 50 % overlap).
+        dict(_STRIP_CARD, spacing_mm=1.0, normalisation="minmax", inference={"overlap": 0.25, "cpu_amp": True}),
         "Narrow AutoStrip (1.4 M parameters, ~46 GMAC per 160³ window), official geometry, exact fusion FOV.",
     ),
     "autostrip-tiny": Preset(

@@ -157,7 +157,7 @@ class Trainer:
     device, out_dir, rank
         Where to compute; where rank 0 writes ``checkpoints/chk_<epoch>.pt`` and ``last.pt``; this process's rank.
     amp, grad_clip
-        Mixed precision on CUDA (bf16 autocast) and an optional gradient-norm clip.
+        Mixed precision (bf16 autocast, on CUDA or on a CPU with bf16 support) and an optional gradient-norm clip.
     seed
         When given, torch/numpy/``random`` are reseeded from ``(seed, epoch, rank)`` at the start of every epoch, so a
         run resumed at an epoch boundary continues exactly on *every* rank (checkpoints hold rank 0's RNG only).
@@ -190,7 +190,7 @@ class Trainer:
         self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory else None
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.rank, self.grad_clip = rank, grad_clip
-        self.amp = amp and self.device.type == "cuda"
+        self.amp = amp
         self.epoch, self.step = 0, 0
         self.history: list[dict[str, float]] = []
         self.seed, self.keep_checkpoints, self.progress = seed, keep_checkpoints, progress

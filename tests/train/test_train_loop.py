@@ -84,6 +84,21 @@ def test_non_finite_loss_raises(layout):
         trainer.train_step(batch)
 
 
+@pytest.mark.parametrize("amp", [False, True])
+def test_amp_autocasts_the_forward_on_cpu(layout, amp):
+    """--amp on the CPU runs the forward in bfloat16 (AMX/AVX512-BF16 CPUs train ~1.6x faster); the loss sees it."""
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    seen = []
+
+    def loss(out, batch):
+        seen.append(out[0].dtype)
+        return out[0].float().mean(), {"total": 0.0}
+
+    trainer = Trainer(StubCascade(), loss, _adam, amp=amp)
+    trainer.train_step(next(iter(make_loader(ds, 2, workers=0))))
+    assert seen == [torch.bfloat16 if amp else torch.float32]
+
+
 def test_dist_env_from_env():
     env = DistEnv.from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"})
     assert (env.rank, env.local_rank, env.world_size, env.is_main, env.distributed) == (3, 1, 4, False, True)
