@@ -6,8 +6,9 @@
 #
 # ROOT: the root from scripts/build_training_root.py.  RUN_DIR gets parc/ and strip/ (logs, history.csv, weights) and
 # brainparc-lite.safetensors / autostrip-lite.safetensors (fp16).  Environment: PYTHON (python3), DEVICE (cuda; cpu for
-# a smoke run), TASKS ("parc strip"), PARC_WORKERS (11), STRIP_WORKERS (4), PARC_EXTRA / STRIP_EXTRA (more options,
-# given last; e.g. --init WEIGHTS to continue from earlier weights).
+# training on the CPU), TASKS ("parc strip"), PARC_WORKERS (11), STRIP_WORKERS (4), PARC_EXTRA / STRIP_EXTRA (more
+# options, given last; e.g. --init WEIGHTS to continue from earlier weights), CPU_AMP=1 (bf16 autocast on a CPU with
+# AVX512-BF16/AMX: ~1.6x faster steps), OMP_NUM_THREADS (torch threads per training; default 1).
 set -uo pipefail
 root=$1 run=$2 seconds=$3
 py=${PYTHON:-python3}
@@ -15,8 +16,8 @@ device=${DEVICE:-cuda}
 mkdir -p "$run"
 common=(--data "$root" --device "$device" --val-every 0 --save-every 0 --epochs 100000 --time-limit "$seconds"
     --patches-per-subject 16 --no-progress)
-[[ $device == cuda* ]] && common+=(--amp)
-export OMP_NUM_THREADS=1  # the loaders' workers do the CPU work
+[[ $device == cuda* || ${CPU_AMP:-0} == 1 ]] && common+=(--amp)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # on a GPU the loaders' workers do the CPU work
 
 pids=() names=()
 if [[ " ${TASKS:-parc strip} " == *" parc "* ]]; then

@@ -136,6 +136,7 @@ def test_parcellation_oom_fallback(monkeypatch):
     monkeypatch.setattr(predictor_module, "sliding_window", fake_gpu_sliding_window)
     monkeypatch.setattr(predictor_module, "resolve_device", lambda spec: torch.device("cuda"))
     monkeypatch.setattr(model, "to", lambda dev: model)  # no CUDA build here: moving the fake is a no-op
+    monkeypatch.setattr(predictor_module, "accumulator_device", lambda dev, n: torch.device("cpu"))
     with pytest.warns(RuntimeWarning, match="rerunning on the CPU"):
         res = predict_parcellation(model, intensity, edge, CARD, mask=mask, device="cuda", normalise=False, amp=False)
     assert res.device == "cpu"
@@ -178,3 +179,29 @@ def test_tiny_preset_if_models_exist():
     assert res.n_windows == 1 and res.tissue.shape == shape and res.parc.shape == shape
     assert res.parc.min() >= 0 and res.parc.max() <= 106 and res.tissue.max() <= 3
     np.testing.assert_allclose(res.tissue_probs.sum(0), 1, atol=1e-4)
+
+
+def test_accumulators_stay_on_the_gpu_only_when_they_fit():
+    """The sums move to the GPU when they need at most half of its free memory; the CPU keeps them otherwise."""
+    from brainparc.inference.predictor import accumulator_device
+
+    gpu, gib = torch.device("cuda:0"), 2**30
+    assert accumulator_device(gpu, 1 * gib, free_bytes=4 * gib) == gpu
+    assert accumulator_device(gpu, 3 * gib, free_bytes=4 * gib) == torch.device("cpu")
+    assert accumulator_device(torch.device("cpu"), 0) == torch.device("cpu")
+
+
+def test_parcellation_asks_for_accumulators_of_its_size(monkeypatch):
+    """The estimate passed to accumulator_device counts 4 float32 tissue + 107 float16 parcel sums per region voxel."""
+    seen = []
+    real = predictor_module.accumulator_device
+    monkeypatch.setattr(predictor_module, "accumulator_device", lambda dev, n, **kw: seen.append(n) or real(dev, n))
+    shape = (40, 40, 40)
+    mask = np.zeros(shape, bool)
+    mask[10:30, 10:30, 10:30] = True
+    img = mask.astype(np.float32)
+    predict_parcellation(FakeCascade(), img, img, {"normalisation": "in-mask-zscore"}, mask=mask, device="cpu")
+    roi = bounding_roi(mask, 8)
+    roi_voxels = int(np.prod([s.stop - s.start for s in roi]))
+    region = int(dilated_region(mask, roi, 8).sum())
+    assert seen == [roi_voxels * 12 + region * (4 * 4 + 2 * 107)]
