@@ -282,8 +282,9 @@ def strip_skull(
     mask
         A user-supplied brain mask on ``img``'s grid; overrides everything.
     refine
-        ``refine(pseudo_brain_LAS_array, spacing) -> brain probability`` (the AutoStrip network), or ``None`` to use
-        the pseudo-brain mask itself (dilated template mask: generous, includes some skull).
+        ``refine(pseudo_brain_LAS_array, spacing) -> brain probability`` (the AutoStrip network; only its values inside
+        the pseudo-brain mask count), or ``None`` to use the pseudo-brain mask itself (dilated template mask: generous,
+        includes some skull).
     register_kwargs
         Passed to :func:`register_template_mask` (``template``, ``reg_spacing``, ``syn_iterations``, ``nthreads``,
         ``seed``); the template defaults to ``"brain"`` for stripped-looking inputs and ``"head"`` otherwise.
@@ -319,4 +320,6 @@ def strip_skull(
     prob = np.asarray(refine(np.asarray(pseudo.dataobj), tuple(float(z) for z in _zooms(img))))
     if prob.shape != data.shape:
         raise ValueError(f"refine returned shape {prob.shape}, expected {data.shape}")
-    return result(finalize_mask(prob), "pseudo-brain+refine", pseudo)
+    # Only inside the pseudo-brain mask: outside it the network saw zeros and the brain image is zero. (On the
+    # brainchop head AutoStrip-lite otherwise kept a blob in front of the face: 18 parcellation windows instead of 12.)
+    return result(finalize_mask(np.where(pmask, prob, 0.0)), "pseudo-brain+refine", pseudo)

@@ -78,13 +78,14 @@ def test_force_runs_pseudo_brain_then_refine(monkeypatch):
         seen["arr"], seen["spacing"] = arr, spacing
         prob = (arr >= 100).astype(np.float32)
         prob[2, 2, 2] = 1.0  # a stray island that must be removed
+        prob[14:34, 14:34, 34:45] = 1.0  # brain attached to the cube, 4 slices inside the pseudo-brain mask, 7 outside
         return prob
 
     res = strip_skull(img, mode="force", refine=refine)
     assert res.method == "pseudo-brain+refine"
     np.testing.assert_array_equal(seen["arr"], np.asarray(img.dataobj) * pmask)
     assert seen["spacing"] == (1.0, 1.0, 1.0)
-    assert np.asarray(res.mask.dataobj).sum() == 20**3
+    assert np.asarray(res.mask.dataobj).sum() == 20**3 + 4 * 20**2  # nothing outside the pseudo-brain mask
     res = strip_skull(img, mode="force")
     assert res.method == "pseudo-brain"
     np.testing.assert_array_equal(np.asarray(res.mask.dataobj), pmask)
