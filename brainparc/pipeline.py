@@ -31,7 +31,6 @@ from brainparc.outputs import save_nifti_atomic, staging_dir, write_atomic, writ
 
 LOGGER = logging.getLogger(__name__)
 
-#: What ``--model default`` means: the bundled parcellation and skull-stripping weights.
 #: Output file names of ``brainparc parcellate`` (all on the input grid).
 OUTPUT_FILES = {
     "mask": "brain_mask.nii.gz",
@@ -165,12 +164,10 @@ def parcellate_image(
         user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj) > 0, order=0)
 
     refine = None
-    strip_settings: dict[str, Any] = {}
+    strip_overlap, strip_amp = inference_settings(models.strip_card or {}, opts)
     if models.strip is not None:
-        strip_overlap, strip_amp = inference_settings(models.strip_card or {}, opts)
 
         def refine(arr: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-            strip_settings.update(overlap=strip_overlap, autocast=bool(strip_amp) or device.type == "cuda")
             return predict_brain_mask(
                 models.strip,
                 arr,
@@ -183,6 +180,9 @@ def parcellate_image(
 
     with timer.stage("skull_strip"):
         stripped = strip_skull(work, mode=opts.skull_strip, mask=user_mask, refine=refine, nthreads=opts.nthreads)
+    strip_provenance = {"mode": opts.skull_strip, "method": stripped.method}
+    if stripped.method == "pseudo-brain+refine":  # the network ran: with which settings
+        strip_provenance.update(overlap=strip_overlap, autocast=bool(strip_amp) or device.type == "cuda")
     if stripped.method == "pseudo-brain":
         LOGGER.warning("no skull-stripping network given: the brain mask is the registered template mask only")
     mask = np.asarray(stripped.mask.dataobj) > 0
@@ -223,7 +223,7 @@ def parcellate_image(
         "requested_device": opts.device,
         "nthreads": opts.nthreads,
         "bias_correction": "n4 (input grid)" if opts.bias_correct else "input already n4-corrected",
-        "skull_strip": {"mode": opts.skull_strip, "method": stripped.method, **strip_settings},
+        "skull_strip": strip_provenance,
         "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
         "windows": result.n_windows,
         "overlap": overlap,

@@ -24,6 +24,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: Output indices used by inference (docs/CONTRACTS.md): BrainParc ``tissue_s``/``parc_s``, AutoStrip ``s``.
 TISSUE_OUTPUT, PARC_OUTPUT, STRIP_OUTPUT = 2, 4, 0
+#: Their channels: background + CSF/GM/WM, background + 106 regions, background/brain.
+TISSUE_CHANNELS, PARC_CHANNELS, STRIP_CHANNELS = 4, 107, 2
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,22 @@ def accumulator_device(device: torch.device, accum_bytes: int, free_bytes: int |
     if free_bytes is None:
         free_bytes = torch.cuda.mem_get_info(device)[0]
     return device if accum_bytes <= free_bytes // 2 else torch.device("cpu")
+
+
+def _accumulator_bytes(
+    roi: Sequence[slice],
+    region: torch.Tensor | None,
+    channels: Sequence[int],
+    accum_dtype: torch.dtype | Sequence[torch.dtype],
+) -> int:
+    """Size of ``sliding_window``'s sums: a float32 weight sum per ROI voxel (and an int64 index with a ``region``),
+    plus one sum per output channel, in its accumulator dtype, per summed voxel (the region's, else the ROI's)."""
+    roi_voxels = int(np.prod([r.stop - r.start for r in roi]))
+    dtypes = [accum_dtype] * len(channels) if isinstance(accum_dtype, torch.dtype) else list(accum_dtype)
+    per_voxel = sum(c * d.itemsize for c, d in zip(channels, dtypes, strict=True))
+    if region is None:
+        return roi_voxels * (4 + per_voxel)
+    return roi_voxels * (4 + 8) + int(region.sum()) * per_voxel
 
 
 def _run(
@@ -241,12 +259,9 @@ def predict_parcellation(
         window_kwargs["region"] = torch.from_numpy(dilated_region(brain, roi, roi_margin))
     roi = window_kwargs["roi"] or tuple(slice(0, s) for s in intensity.shape)
     patch_size, valid_size = _model_geometry(model)
-    roi_voxels = int(np.prod([r.stop - r.start for r in roi]))
-    region = window_kwargs.get("region")
-    sum_voxels = int(region.sum()) if region is not None else roi_voxels
-    # weight sum (float32) and region index (int64) per ROI voxel; 4 tissue + 107 parcel sums per summed voxel
-    per_voxel = 4 * (4 + 107) if official_geometry else 4 * 4 + 2 * 107
-    accum_bytes = roi_voxels * 12 + sum_voxels * per_voxel
+    accum_bytes = _accumulator_bytes(
+        roi, window_kwargs.get("region"), (TISSUE_CHANNELS, PARC_CHANNELS), window_kwargs["accum_dtype"]
+    )
     plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling")}
     n_windows = len(plan_windows(intensity.shape, patch_size=patch_size, valid_size=valid_size, **plan_args))
     (tissue_probs, parc), used = _run(
@@ -328,6 +343,6 @@ def predict_brain_mask(
         progress=progress,
         accum_dtype=torch.float32,
         reduce=None,
-        accum_bytes=int(np.prod([r.stop - r.start for r in roi])) * (4 + 2 * 4),
+        accum_bytes=_accumulator_bytes(roi, None, (STRIP_CHANNELS,), torch.float32),
     )
     return probs[1].numpy()
