@@ -20,3 +20,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def no_bundled_weights(monkeypatch, tmp_path) -> None:
+    """An install without the package data: the bundled-weights folder points at an empty path."""
+    from brainparc.models import checkpoints
+
+    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")

@@ -9,10 +9,7 @@ from brainparc.cli.main import EXIT_MODEL, EXIT_OK, main
 from tests.workflows.conftest import tiny_model_paths  # noqa: F401  (fixture)
 
 
-def test_demo_without_weights_is_a_clear_model_error(tmp_path, capsys, monkeypatch):
-    from brainparc.models import checkpoints
-
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without the package data
+def test_demo_without_weights_is_a_clear_model_error(tmp_path, capsys, no_bundled_weights):
     assert main(["demo", str(tmp_path / "demo")]) == EXIT_MODEL
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("brainparc: error: model error:")

@@ -149,10 +149,7 @@ def test_four_d_single_volume_is_accepted(tmp_path, tiny_models):
     assert main(["parcellate", str(path), "-o", str(tmp_path / "o"), "--skull-strip", "skip", *_args(tiny_models)]) == 0
 
 
-def test_missing_default_model_says_what_to_do(tmp_path, capsys, monkeypatch):
-    from brainparc.models import checkpoints
-
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without the package data
+def test_missing_default_model_says_what_to_do(tmp_path, capsys, no_bundled_weights):
     path = _write(tmp_path, np.asarray(_phantom().dataobj))
     code = main(["parcellate", str(path), "-o", str(tmp_path / "o"), "--device", "cpu"])
     err = capsys.readouterr().err

@@ -226,10 +226,7 @@ def test_safetensors_without_card_is_rejected(tmp_path) -> None:
         load(path)
 
 
-def test_missing_bundled_weights_message(monkeypatch, tmp_path) -> None:
-    from brainparc.models import checkpoints
-
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path)  # an install without the package data
+def test_missing_bundled_weights_message(no_bundled_weights) -> None:
     with pytest.raises(ModelNotFoundError) as info:
         load("default")
     assert isinstance(info.value, FileNotFoundError)

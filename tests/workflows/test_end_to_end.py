@@ -183,10 +183,7 @@ def test_bids_validator(run):
     assert errors == []
 
 
-def test_bad_usage_exit_codes(run, tiny_model_paths, tmp_path, capsys, monkeypatch):
-    from brainparc.models import checkpoints
-
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without the package data
+def test_bad_usage_exit_codes(run, tiny_model_paths, tmp_path, capsys, no_bundled_weights):
     bids, out = str(run["bids"]), str(tmp_path / "o")
     model = ["--model", tiny_model_paths[0], "--skip-bids-validation"]
     (tmp_path / "notbids").mkdir()
