@@ -2,6 +2,9 @@
 
 The tables are package data (``dk_struct.tsv``, ``tissue.tsv``). Colours are FreeSurferColorLUT's; the
 BrainParc index ↔ FreeSurfer id mapping and the parcel → tissue map follow the reference (spec §2.3–2.4).
+``dk_struct.tsv`` also gives each label a readable ``display_name`` (without the side: "superior frontal") and a
+``group`` for legends: ``cortex: <lobe>`` (frontal, parietal, temporal, occipital, cingulate, insula),
+``subcortical`` or ``other``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,24 @@ class Label:
     color: str
     freesurfer_id: int | None = None
     tissue: int | None = None
+    display_name: str = ""  # readable, without the side ("superior frontal")
+    group: str = ""  # "cortex: <lobe>", "subcortical", "other" (legends)
+
+    @property
+    def side(self) -> str | None:
+        """``"left"``, ``"right"`` or ``None`` (from the name's ``Left ``/``Right `` prefix)."""
+        first = self.name.split(" ", 1)[0]
+        return first.lower() if first in ("Left", "Right") else None
+
+    @property
+    def display(self) -> str:
+        """The display name with its side: ``"left superior frontal"``, ``"brainstem"``.
+
+        >>> dk_struct()[7].display, dk_struct()[99].display
+        ('left superior frontal', 'brainstem')
+        """
+        base = self.display_name or self.name
+        return f"{self.side} {base}" if self.side else base
 
 
 class LabelTable:
@@ -47,6 +68,10 @@ class LabelTable:
     @property
     def names(self) -> list[str]:
         return [lab.name for lab in self.labels]
+
+    def display_names(self) -> dict[str, str]:
+        """``{name: display}`` of every label (``"Left Superiorfrontal"`` → ``"left superior frontal"``)."""
+        return {lab.name: lab.display for lab in self.labels}
 
     @property
     def freesurfer_ids(self) -> np.ndarray:
@@ -89,7 +114,16 @@ def dk_struct() -> LabelTable:
     """The 107-class BrainParc table (background + 106 DK-struct labels)."""
     return LabelTable(
         [
-            Label(int(r["index"]), r["name"], r["abbreviation"], r["color"], int(r["freesurfer_id"]), int(r["tissue"]))
+            Label(
+                int(r["index"]),
+                r["name"],
+                r["abbreviation"],
+                r["color"],
+                int(r["freesurfer_id"]),
+                int(r["tissue"]),
+                r["display_name"],
+                r["group"],
+            )
             for r in _read("dk_struct.tsv")
         ]
     )
