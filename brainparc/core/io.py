@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,7 +74,8 @@ def validate_t1w(img: nib.spatialimages.SpatialImage) -> None:
     """Check that ``img`` is a usable 3-D T1w image; raise :class:`InputError` otherwise.
 
     Checks: 3-D (or 4-D with one volume), invertible affine, at least ``MIN_AXIS_VOXELS`` voxels per axis, voxels not
-    larger than ``MAX_VOXEL_MM`` on every axis (a warning for one thick axis), finite values, not constant/all zero.
+    larger than ``MAX_VOXEL_MM`` on every axis (one logged warning for ``THICK_SLICE_MM`` or more along some axis),
+    finite values, not constant/all zero.
     """
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
@@ -87,14 +87,12 @@ def validate_t1w(img: nib.spatialimages.SpatialImage) -> None:
         raise InputError("the image affine is singular or not finite; fix the header (qform/sform)")
     if min(shape) < MIN_AXIS_VOXELS:
         raise InputError(f"image too small: shape {tuple(shape)}, need at least {MIN_AXIS_VOXELS} voxels per axis")
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    zooms = np.where(np.abs(zooms - np.round(zooms, 2)) < 1e-4, np.round(zooms, 2), zooms)  # 3.0000002 is 3 mm
+    zooms = voxel_sizes(img)
     if np.all(zooms > MAX_VOXEL_MM):
         raise InputError(f"voxels too large ({_fmt(zooms)} mm): need at most {MAX_VOXEL_MM} mm along some axis")
-    if np.any(zooms >= THICK_SLICE_MM):
-        msg = f"thick slices ({_fmt(zooms)} mm): results will be less accurate; processing anyway"
-        LOGGER.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
+    message = coarse_voxels_message(zooms)
+    if message:
+        LOGGER.warning(message)
     data = np.asanyarray(img.dataobj)
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(f"unsupported data type {data.dtype}; expected real numbers")
@@ -105,6 +103,27 @@ def validate_t1w(img: nib.spatialimages.SpatialImage) -> None:
         raise InputError("image is all zeros")
     if data.min() == data.max():
         raise InputError(f"image is constant (every voxel = {data.min()})")
+
+
+def voxel_sizes(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """Voxel edge lengths (mm) from the affine, float32 noise rounded away (3.0000002 is 3)."""
+    affine = np.asarray(img.affine, dtype=float)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return np.where(np.abs(zooms - np.round(zooms, 2)) < 1e-4, np.round(zooms, 2), zooms)
+
+
+def coarse_voxels_message(zooms: np.ndarray) -> str | None:
+    """The warning for voxels of ``THICK_SLICE_MM`` or more along some axis (``None`` below).
+
+    >>> coarse_voxels_message(np.array([1.0, 1.0, 3.0]))
+    'thick slices (1x1x3 mm): results will be less accurate; processing anyway'
+    >>> coarse_voxels_message(np.array([2.0, 2.0, 2.0]))
+    'coarse voxels (2x2x2 mm): results will be less accurate; processing anyway'
+    """
+    if not np.any(zooms >= THICK_SLICE_MM):
+        return None
+    what = "coarse voxels" if np.all(zooms >= THICK_SLICE_MM) else "thick slices"
+    return f"{what} ({_fmt(zooms)} mm): results will be less accurate; processing anyway"
 
 
 def _fmt(zooms: np.ndarray) -> str:

@@ -10,6 +10,8 @@ import pytest
 MODULES = [
     "brainparc.bids.layout",
     "brainparc.bids.derivatives",
+    "brainparc.labels",
+    "brainparc.core.io",
     "brainparc.reports.qc",
     "brainparc.reports.figures",
     "brainparc.reports.participant",
