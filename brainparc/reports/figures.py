@@ -54,6 +54,111 @@ def _lut(colors: Sequence[str]):
     return ListedColormap(["#00000000", *colors[1:]])
 
 
+#: Colours of the parcellation figure that differ from FreeSurfer's: its near-white cerebral white matter and
+#: dark-grey CSF vanish on a T1w, so a hemisphere labelled white matter (or CSF) throughout looked unlabelled. Here
+#: the two white-matter sides get distinct, visible colours, and CSF a clear one.
+FIGURE_COLORS = {
+    "Left Cerebral White Matter": "#6f9fd8",
+    "Right Cerebral White Matter": "#d8a86f",
+    "Cerebrospinal Fluid": "#20c0b0",
+}
+#: Order of the legend's groups (the ``group`` column of the label table).
+GROUP_ORDER = (
+    "cortex: frontal",
+    "cortex: parietal",
+    "cortex: temporal",
+    "cortex: occipital",
+    "cortex: cingulate",
+    "cortex: insula",
+    "subcortical",
+    "other",
+)
+
+#: A legend: ``(group title, [(entry, colour), ...])`` per group.
+Legend = list[tuple[str, list[tuple[str, str]]]]
+
+
+def parcellation_colors(table) -> list[str]:
+    """Index → colour of the parcellation figure: FreeSurfer's, except :data:`FIGURE_COLORS`.
+
+    >>> from brainparc import labels
+    >>> colors = parcellation_colors(labels.dk_struct())
+    >>> colors[7], colors[91] != colors[92]
+    ('#14dca0', True)
+    """
+    return [FIGURE_COLORS.get(lab.name, lab.color) for lab in table.labels]
+
+
+def legend_groups(present: Sequence[int], table, colors: Sequence[str]) -> Legend:
+    """The legend of a label map: the labels ``present`` (indices), grouped (cortex per lobe, subcortical, other).
+
+    Left/right homologues drawn in one colour share an entry, marked "(left only)" / "(right only)" when one side is
+    missing; homologues in different colours get an entry each.
+
+    >>> from brainparc import labels
+    >>> dk = labels.dk_struct()
+    >>> legend_groups([7, 8, 10, 91, 99], dk, parcellation_colors(dk))  # doctest: +NORMALIZE_WHITESPACE
+    [('cortex: frontal', [('superior frontal', '#14dca0'), ('rostral middle frontal (right only)', '#4b327d')]),
+     ('other', [('left cerebral white matter', '#6f9fd8'), ('brainstem', '#779fb0')])]
+    """
+    wanted = sorted({int(i) for i in present if 0 < int(i) < len(table)})
+    entries: dict[str, list[tuple[str, str]]] = {}
+    done: set[int] = set()
+    by_name = {lab.name: lab.index for lab in table.labels}
+    for i in wanted:
+        if i in done:
+            continue
+        lab = table[i]
+        other = None
+        if lab.side:
+            twin = ("Right " if lab.side == "left" else "Left ") + lab.name.split(" ", 1)[1]
+            other = by_name.get(twin)
+        if other is not None and colors[other] == colors[i]:
+            both = other in wanted
+            text = lab.display_name if both else f"{lab.display_name} ({lab.side} only)"
+            done.add(other)
+        else:
+            text = lab.display
+        entries.setdefault(lab.group or "other", []).append((text, colors[i]))
+        done.add(i)
+    order = [g for g in GROUP_ORDER if g in entries] + [g for g in entries if g not in GROUP_ORDER]
+    return [(group, entries[group]) for group in order]
+
+
+def _draw_legend(fig, legend: Legend, left: float) -> None:
+    """Draw ``legend`` (group titles in bold) in the figure area right of ``left`` (figure fraction)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, texts, bold = [], [], []
+    for group, entries in legend:
+        bold.append(len(texts))
+        handles.append(Line2D([], [], linestyle="none"))
+        texts.append(group)
+        for text, colour in entries:
+            handles.append(Patch(facecolor=colour, edgecolor="#808080"))
+            texts.append(text)
+    ncol = 1 if len(texts) <= 34 else 2
+    ax = fig.add_axes((left, 0.01, 0.99 - left, 0.98))
+    ax.set_axis_off()
+    leg = ax.legend(
+        handles,
+        texts,
+        loc="upper left",
+        ncol=ncol,
+        fontsize=8,
+        frameon=False,
+        labelcolor="white",
+        handlelength=1.2,
+        handletextpad=0.5,
+        columnspacing=1.0,
+        borderaxespad=0.0,
+        labelspacing=0.35,
+    )
+    for k in bold:
+        leg.get_texts()[k].set_fontweight("bold")
+
+
 #: Panel title and the (left, right) side letters of each canonical (RAS) axis, as drawn by :func:`overlay_slices`:
 #: sagittal slices face right (posterior left), coronal and axial slices are in neurological order (patient left on
 #: the left of the picture), superior/anterior up.
@@ -125,19 +230,27 @@ def plot_overlay(
     colors: Sequence[str] | None = None,
     title: str = "",
     n_slices: int = 3,
+    legend: Legend | None = None,
 ) -> Path:
     """Overlay ``overlay`` on ``anat`` (same grid) on ``n_slices`` sagittal, coronal and axial slices.
 
     ``mode='contour'`` draws the outline of a binary mask; ``'labels'`` paints index values with ``colors``
     (index → colour; a label map of FreeSurfer ids must be converted to indices first). Rows: sagittal, coronal,
     axial; each panel is labelled with its plane, scanner coordinate (mm) and side letters (see :data:`VIEWS`).
+    ``legend`` (see :func:`legend_groups`) is drawn right of the panels.
     """
     plt = _plt()
     panels = overlay_slices(anat, overlay, n_slices)
     a_all = np.concatenate([p.anat.ravel() for p in panels])
     vmax = float(np.percentile(a_all[a_all > 0], 99.5)) if np.any(a_all > 0) else 1.0
     cmap = _lut(list(colors or ["#000000", "#ff0000"]))
-    fig, axes = plt.subplots(3, n_slices, figsize=(2.9 * n_slices, 8.4), facecolor="black", squeeze=False)
+    n_entries = sum(1 + len(entries) for _, entries in legend or [])
+    texts = [text for group, entries in legend or [] for text in [group, *(t for t, _ in entries)]]
+    longest = max((len(text) for text in texts), default=0)
+    column_in = min(2.6, max(1.2, 0.6 + 0.075 * longest))  # room for the swatch and the longest text at 8 pt
+    legend_in = 0.0 if not n_entries else column_in * (1 if n_entries <= 34 else 2)
+    width, height = 2.9 * n_slices, 8.4 + (0.4 if title else 0.0)
+    fig, axes = plt.subplots(3, n_slices, figsize=(width + legend_in, height), facecolor="black", squeeze=False)
     for n, panel in enumerate(panels):
         ax = axes[panel.axis, n % n_slices]
         ax.imshow(panel.anat, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest", aspect=panel.aspect)
@@ -159,9 +272,15 @@ def plot_overlay(
         ax.set_title(f"{view} {letter} = {panel.world_mm:.0f} mm", color="white", fontsize=9)
         for x, text, ha in ((0.01, left, "left"), (0.99, right, "right")):
             ax.text(x, 0.5, text, transform=ax.transAxes, color="#ffd040", fontsize=10, ha=ha, va="center")
-    if title:
-        fig.suptitle(title, color="white", fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95 if title else 0.97, wspace=0.04, hspace=0.12)
+    if title:  # in its own strip above the panels' titles
+        fig.suptitle(title, color="white", fontsize=10, y=1 - 0.12 / height, va="top")
+    right = (width - 0.05) / (width + legend_in)
+    top = 1 - (0.25 + (0.4 if title else 0.0)) / height
+    fig.subplots_adjust(
+        left=0.01 * width / (width + legend_in), right=right, bottom=0.01, top=top, wspace=0.04, hspace=0.12
+    )
+    if n_entries:
+        _draw_legend(fig, legend, right + 0.1 / (width + legend_in))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100, facecolor="black")
@@ -191,6 +310,22 @@ def _pairs(columns: Sequence[str]) -> list[tuple[str, str | None, str | None]]:
     return rows
 
 
+def distribution_legend(rows: Sequence[tuple[str, str | None, str | None]]) -> list[tuple[str, str, str]]:
+    """``(marker, colour, text)`` of every kind of point :func:`plot_distributions` draws for these rows.
+
+    >>> [text for _, _, text in distribution_legend(_pairs(["ICV", "GM / ICV"]))]
+    ['one scan', 'outlier (within age band)']
+    >>> [text for _, _, text in distribution_legend(_pairs(["Left X", "Right X", "Brainstem"]))]
+    ['left, one scan', 'right, one scan', 'unpaired, one scan', 'outlier (within age band)']
+    """
+    paired = any(left is not None for _, left, _ in rows)
+    legend = [("o", "#3060b0", "left, one scan"), ("^", "#e08020", "right, one scan")] if paired else []
+    if any(left is None for _, left, _ in rows):
+        legend.append(("s", "#404040", "unpaired, one scan" if paired else "one scan"))
+    legend.append(("x", "#e02020", "outlier (within age band)"))
+    return legend
+
+
 def plot_distributions(
     values,
     outliers,
@@ -201,12 +336,14 @@ def plot_distributions(
     labels: Sequence[str],
     reference: float | None = 1.0,
 ) -> Path:
-    """One row per structure (Left/Right homologues share a row: L circles, R triangles; others squares), one point
-    per scan.
+    """One row per structure (Left/Right homologues share a row: L circles, R triangles; others squares; rows named
+    by the label table's display names), one point per scan.
 
     ``values`` and ``outliers`` are frames (scans × columns); outliers are drawn as red crosses and named with their
     entry of ``labels``. ``reference`` draws a vertical line (e.g. 1 for values relative to the median).
     """
+    from brainparc.reports.qc import display_name
+
     plt = _plt()
     rows = _pairs(list(values.columns))
     n = len(labels)
@@ -228,17 +365,12 @@ def plot_distributions(
     if reference is not None:
         ax.axvline(reference, color="grey", lw=0.6)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([name for name, _, _ in rows], fontsize=7)
+    ax.set_yticklabels([display_name(name) for name, _, _ in rows], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.grid(axis="y", color="#eeeeee", lw=0.5)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_title(title, fontsize=9)
-    paired = any(left is not None for _, left, _ in rows)
-    legend = [("o", "#3060b0", "left"), ("^", "#e08020", "right")] if paired else []
-    if paired and any(left is None for _, left, _ in rows):
-        legend.append(("s", "#404040", "unpaired"))
-    legend.append(("x", "#e02020", "outlier (within age band)"))
-    handles = [ax.scatter([], [], c=c, marker=m, s=14, label=lab) for m, c, lab in legend]
+    handles = [ax.scatter([], [], c=c, marker=m, s=14, label=lab) for m, c, lab in distribution_legend(rows)]
     height = fig.get_size_inches()[1]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # the legend below the axis, never over the points

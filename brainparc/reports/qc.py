@@ -8,6 +8,7 @@ other scans of the same age band (robust z-scores at the group level).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,32 +28,176 @@ Z_OUTLIER = 3.5
 AGE_BANDS = ((0, 2), (2, 6), (6, 13), (13, 18), (18, 40), (40, 65), (65, 200))
 
 
-def participant_flags(volumes: Mapping[str, float]) -> list[dict[str, str]]:
-    """QC flags of one scan from its ``{name: volume_mm3}`` table (regions and totals).
+#: Severity ranks, most severe first; flags are listed in this order, then in :data:`FLAG_ORDER`.
+SEVERITIES = ("error", "warning", "notice")
+#: Flag kinds, most telling first (within one severity).
+FLAG_ORDER = (
+    "empty_mask",
+    "brain_fraction",
+    "mask_blob",
+    "ventricles_not_csf",
+    "asymmetry",
+    "missing_region",
+    "small_region",
+)
+
+
+def sort_flags(flags: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flags by severity (errors first), then by :data:`FLAG_ORDER`."""
+
+    def key(flag: dict[str, Any]) -> tuple[int, int]:
+        kind = flag["flag"]
+        return SEVERITIES.index(flag["severity"]), FLAG_ORDER.index(kind) if kind in FLAG_ORDER else len(FLAG_ORDER)
+
+    return sorted(flags, key=key)
+
+
+def _flag(kind: str, severity: str, items: Sequence[tuple[str, str]], detail: str | None = None) -> dict[str, Any]:
+    """A flag: ``items`` are ``(region name, value text)``, worst first; ``detail`` is the full one-line text."""
+    if detail is None:
+        detail = ", ".join(f"{name} ({value})" if value else name for name, value in items)
+    return {"flag": kind, "severity": severity, "detail": detail, "items": list(items)}
+
+
+def participant_flags(volumes: Mapping[str, float]) -> list[dict[str, Any]]:
+    """QC flags of one scan from its ``{name: volume_mm3}`` table (regions and totals), most severe first.
+
+    Each flag is ``{"flag", "severity", "detail", "items"}``: ``detail`` names every region (volume-table names),
+    ``items`` lists ``(name, value)`` worst first for summaries (see :func:`summarise_flag`).
 
     >>> vols = {ICV: 1000.0, BRAIN: 900.0, "Left X": 10.0, "Right X": 2.0, "Left Y": 0.0, "Right Y": 5.0}
     >>> [f["flag"] for f in participant_flags(vols)]
-    ['missing_region', 'asymmetry']
+    ['asymmetry', 'missing_region']
     """
-    flags: list[dict[str, str]] = []
+    flags: list[dict[str, Any]] = []
     icv = float(volumes.get(ICV, 0.0))
     if icv <= 0:
-        return [{"flag": "empty_mask", "severity": "error", "detail": "the brain mask is empty"}]
+        return [_flag("empty_mask", "error", [], "the brain mask is empty")]
     regions = {k: float(v) for k, v in volumes.items() if k not in TOTALS}
-    missing = [k for k, v in regions.items() if v <= 0]
-    small = [k for k, v in regions.items() if 0 < v < MIN_REGION_FRACTION * icv]
+    missing = [(k, "") for k, v in regions.items() if v <= 0]
+    small = sorted(((k, v) for k, v in regions.items() if 0 < v < MIN_REGION_FRACTION * icv), key=lambda kv: kv[1])
     if missing:
-        flags.append({"flag": "missing_region", "severity": "warning", "detail": ", ".join(missing)})
+        flags.append(_flag("missing_region", "warning", missing))
     if small:
-        flags.append({"flag": "small_region", "severity": "warning", "detail": ", ".join(small)})
+        flags.append(_flag("small_region", "notice", [(k, f"{v:.0f} mm³") for k, v in small]))
     brain = float(volumes.get(BRAIN, 0.0)) / icv
     lo, hi = BRAIN_FRACTION_RANGE
     if not lo <= brain <= hi:
-        flags.append({"flag": "brain_fraction", "severity": "warning", "detail": f"GM+WM = {brain:.2f} of ICV"})
-    asym = [f"{name} ({index:+.2f})" for name, index in asymmetries(regions).items() if abs(index) > MAX_ASYMMETRY]
+        flags.append(_flag("brain_fraction", "warning", [], f"GM+WM = {brain:.2f} of ICV"))
+    asym = sorted(((n, i) for n, i in asymmetries(regions).items() if abs(i) > MAX_ASYMMETRY), key=lambda x: -abs(x[1]))
     if asym:
-        flags.append({"flag": "asymmetry", "severity": "warning", "detail": ", ".join(asym)})
-    return flags
+        flags.append(_flag("asymmetry", "warning", [(name, f"{index:+.2f}") for name, index in asym]))
+    return sort_flags(flags)
+
+
+def display_name(name: str) -> str:
+    """The label table's display name of a volume-table region name (unknown names are returned unchanged).
+
+    >>> display_name("Left Superiorfrontal"), display_name("Cerebral White Matter"), display_name("Region 7")
+    ('left superior frontal', 'cerebral white matter', 'Region 7')
+    """
+    from brainparc import labels
+
+    table = labels.dk_struct()
+    names = table.display_names()
+    if name in names:
+        return names[name]
+    sided = names.get(f"Left {name}")  # an asymmetry: the pair's name without the side
+    return sided.removeprefix("left ") if sided else name
+
+
+def summarise_flag(flag: dict[str, Any], n_named: int = 3) -> str:
+    """One short line: the flag kind, how many regions, the worst ``n_named`` by display name.
+
+    >>> missing = [("Left Insula", ""), ("Right Insula", ""), ("Brainstem", "")]
+    >>> summarise_flag(_flag("missing_region", "warning", missing), n_named=2)
+    'missing_region: 3 regions: left insula, right insula and 1 more'
+    >>> summarise_flag(_flag("asymmetry", "warning", [("Cerebral White Matter", "+1.54")]))
+    'asymmetry: cerebral white matter (+1.54)'
+    """
+    items = flag.get("items") or []
+    if not items:
+        return f"{flag['flag']}: {flag['detail']}"
+    text = ", ".join(display_items(items[:n_named]))
+    if len(items) > n_named:
+        text += f" and {len(items) - n_named} more"
+    count = f"{len(items)} {'blobs' if flag['flag'] == 'mask_blob' else 'regions'}: " if len(items) > 1 else ""
+    return f"{flag['flag']}: {count}{text}"
+
+
+def display_items(items: Sequence[tuple[str, str]]) -> list[str]:
+    """``name (value)`` of each item with the label table's display names."""
+    return [f"{display_name(n)} ({v})" if v else display_name(n) for n, v in items]
+
+
+#: Voxels darker than this fraction of the deep brain's median intensity are CSF-dark (ventricles in a T1w).
+DARK_FRACTION = 0.5
+#: "Deep" is farther from the mask's surface than this fraction of the brain's equivalent-sphere radius (~10 mm adult).
+DEEP_RADIUS_FRACTION = 0.15
+#: CSF-dark deep voxels below this fraction of ICV are too few to judge; above it, less than half CSF is flagged.
+MIN_DARK_FRACTION_OF_ICV = 5e-4
+#: Mask blobs away from the brain tissue (GM/WM) larger than this fraction of ICV are flagged (~1.4 ml adult).
+MIN_BLOB_FRACTION_OF_ICV = 1e-3
+#: Thin bridges narrower than this (mm) are cut before looking for blobs.
+BLOB_OPENING_MM = 6.0
+
+
+def image_flags(
+    mask: np.ndarray,
+    tissue: np.ndarray,
+    anat: np.ndarray,
+    zooms: Sequence[float],
+    affine: np.ndarray,
+) -> list[dict[str, Any]]:
+    """QC flags read from the images (all on one grid): ventricles not CSF, and mask blobs outside the brain.
+
+    ``ventricles_not_csf``: voxels deep in the brain (``DEEP_RADIUS_FRACTION`` of its equivalent radius from the mask
+    surface) and CSF-dark in the T1w (below ``DARK_FRACTION`` of the deep median) are the ventricles; less than half of
+    them CSF in ``tissue`` is flagged. ``mask_blob``: parts of the mask farther than ``BLOB_OPENING_MM`` from the
+    brain's tissue (GM/WM, thin bridges cut), each larger than ``MIN_BLOB_FRACTION_OF_ICV``, named by the scanner
+    position of their centre (mm). Both thresholds are relative to the scan's own ICV.
+    """
+    from scipy import ndimage as ndi
+
+    flags: list[dict[str, Any]] = []
+    mask = np.asarray(mask, dtype=bool)
+    zooms = np.asarray(zooms, dtype=float)[:3]
+    voxel = float(np.prod(zooms))
+    icv = mask.sum() * voxel
+    if icv <= 0:
+        return flags
+    radius = (3 * icv / (4 * np.pi)) ** (1 / 3)
+    deep = ndi.distance_transform_edt(mask, sampling=zooms) > DEEP_RADIUS_FRACTION * radius
+    anat = np.asarray(anat, dtype=np.float32)
+    if deep.any():
+        dark = deep & (anat < DARK_FRACTION * float(np.median(anat[deep])))
+        n_dark = int(dark.sum())
+        csf = float(np.mean(tissue[dark] == 1)) if n_dark else 1.0
+        if n_dark * voxel >= MIN_DARK_FRACTION_OF_ICV * icv and csf < 0.5:
+            gm = float(np.mean(tissue[dark] == 2))
+            detail = (
+                f"{100 * (1 - csf):.0f} % of the CSF-dark voxels deep in the brain (the ventricles, "
+                f"{n_dark * voxel / 1000:.1f} ml) are not CSF in the tissue map ({100 * gm:.0f} % GM)"
+            )
+            flags.append(_flag("ventricles_not_csf", "warning", [], detail))
+    brain = np.isin(tissue, (2, 3)) & mask
+    steps = np.maximum(1, np.round(BLOB_OPENING_MM / 2 / zooms)).astype(int)
+    ball = np.ones(tuple(2 * steps + 1), bool)
+    core, n = ndi.label(ndi.binary_opening(brain, structure=ball))
+    if n:
+        main = core == 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
+        away = mask & (ndi.distance_transform_edt(~main, sampling=zooms) > BLOB_OPENING_MM)
+        blobs = ndi.label(away)[0]
+        sizes = np.bincount(blobs.ravel()) * voxel
+        big = [b for b in np.argsort(-sizes) if b and sizes[b] >= MIN_BLOB_FRACTION_OF_ICV * icv]
+        items = []
+        for b in big:
+            centre = np.asarray(affine, dtype=float) @ np.append(ndi.center_of_mass(blobs == b), 1.0)
+            where = "({:.0f}, {:.0f}, {:.0f}) mm".format(*centre[:3])
+            items.append((f"blob at {where}", f"{sizes[b] / 1000:.1f} ml"))
+        if items:
+            flags.append(_flag("mask_blob", "warning", items))
+    return sort_flags(flags)
 
 
 def asymmetries(regions: Mapping[str, float]) -> dict[str, float]:

@@ -128,11 +128,22 @@ def _derivatives(out: Path) -> Path:
         for key, arr in files.items():
             path = tmp / f"{n}_{key}.nii.gz"
             nib.save(nib.Nifti1Image(arr, img.affine), path)
-            write_derivative(path, source, out, key, {"Sources": [f"bids:raw:{rel}"]})
+            meta = {"Sources": [f"bids:raw:{rel}"]}
+            if key == "aparcaseg":
+                meta["Provenance"] = {"models": _models("final" if rel.startswith("sub-02") else "preliminary")}
+            write_derivative(path, source, out, key, meta)
         vols = tmp / f"{n}_volumes.tsv"
         vols.write_text(rows_to_tsv(volume_rows(parc, tissue, mask, img.header.get_zooms())))
         write_derivative(vols, source, out, "volumes", {"age": age})
     return out
+
+
+def _models(status: str) -> dict:
+    """Provenance ``models`` of a scan: a parcellation model with ``status`` and a final skull-stripping model."""
+    parc = {"preset": f"parc-{status}", "source": "file", "sha256": (status[0] * 64), "status": status}
+    parc.update(recipe="scripts/train_default_models.sh", note=f"{status} weights: read the model card")
+    strip = {"preset": "strip-final", "source": "file", "sha256": "f" * 64, "status": "final", "recipe": "r2"}
+    return {"parcellation": parc, "skull_strip": strip}
 
 
 class _Links(HTMLParser):
@@ -185,7 +196,8 @@ def test_report_content(reports):
     sub01 = pages[0].read_text()
     assert sub01.count("<h2>sub-01_ses-") == 2 and "Age: 0.5 years" in sub01 and "Age: 1.5 years" in sub01
     assert re.search(r"intracranial volume 0\.\d{3} L", sub01)
-    assert "CSF blue, GM red, WM pale yellow" in sub01
+    assert "CSF blue, GM red, WM yellow" in sub01
+    assert "4 of the 106 labels present, 2 of the 68 cortical parcels" in sub01
     failed = pages[2].read_text()
     assert "InputError: &lt;not 3-D&gt; &amp; worse" in failed and "No parcellation found" in failed
     group = pages[-1].read_text()
@@ -209,3 +221,137 @@ def test_totals_outliers_are_judged_within_age_bands():
     qc, _ = qc_table(table, ["Left X", "Right X"])
     assert (qc["outlier_totals"] == "n/a").all() and (qc["icv_robust_z"].abs() < 3.5).all()
     assert list(qc["age_band"][:4]) == ["0-2y", "0-2y", "0-2y", "18-40y"]
+
+
+def _banner(page: Path) -> str:
+    text = page.read_text()
+    start = text.index("<div class='banner")
+    return text[start : text.index("</div>", start)]
+
+
+def test_every_report_opens_with_the_model_banner(reports):
+    sub01, sub02, failed, group = reports
+    prelim = _banner(sub01)
+    assert prelim.startswith("<div class='banner warn'><h2>⚠ Not final weights: parc-preliminary (preliminary)")
+    assert "p" * 64 in prelim and "f" * 64 in prelim  # both models, full sha256
+    assert "recipe: scripts/train_default_models.sh" in prelim and "preliminary weights: read the model card" in prelim
+    final = _banner(sub02)
+    assert final.startswith("<div class='banner'><h2>Models</h2>") and "warn" not in final
+    assert "status: <b>final</b>" in final
+    assert "<div class='banner" not in failed.read_text()  # no parcellation, no model to name
+    assert _banner(group).startswith("<div class='banner warn'>") and "parc-final" in _banner(group)
+    body = sub01.read_text()
+    assert body.index("banner warn") < body.index("<h2>Errors")  # at the top, not a footnote
+
+
+def test_model_status_fallbacks():
+    from brainparc.reports.participant import model_banner, model_status
+
+    assert model_status({"source": "official"}) == "official"
+    assert model_status({"source": "file"}) == "not recorded"
+    assert "banner warn" in model_banner([{"role": "parcellation", "preset": "mine", "source": "file"}])
+    assert "banner warn" not in model_banner([{"role": "parcellation", "preset": "BrainParc", "source": "official"}])
+
+
+def test_parcellation_legend_and_colours():
+    from matplotlib.colors import to_rgb
+
+    from brainparc.reports.figures import legend_groups, parcellation_colors
+
+    dk = labels.dk_struct()
+    colors = parcellation_colors(dk)
+    idx = {lab.name: lab.index for lab in dk.labels}
+    # the failure we saw: one hemisphere labelled white matter: its colour must stand out from a T1w's white
+    left, right = (np.asarray(to_rgb(colors[idx[f"{s} Cerebral White Matter"]])) for s in ("Left", "Right"))
+    assert left.min() < 0.6 and right.min() < 0.6 and np.abs(left - right).max() > 0.2
+    present = [
+        idx[n] for n in ("Right Cerebral White Matter", "Left Insula", "Right Insula", "Left Caudate", "Brainstem")
+    ]
+    present += [idx["Left Superiorfrontal"], idx["Left Lateraloccipital"], idx["Right Lateraloccipital"]]
+    legend = legend_groups(present, dk, colors)
+    assert [group for group, _ in legend] == [
+        "cortex: frontal",
+        "cortex: occipital",
+        "cortex: insula",
+        "subcortical",
+        "other",
+    ]
+    names = [name for _, entries in legend for name, _ in entries]
+    assert names == [
+        "superior frontal (left only)",
+        "lateral occipital",
+        "insula",
+        "caudate (left only)",
+        "right cerebral white matter",
+        "brainstem",
+    ]
+
+
+def test_qc_summary_most_severe_first_with_display_names():
+    from brainparc.reports.group import _flags_cell
+    from brainparc.reports.qc import BRAIN, ICV, participant_flags
+
+    dk = labels.dk_struct()
+    vols = {lab.name: 0.0 for lab in dk.labels[1:]}
+    vols.update({ICV: 1.4e6, BRAIN: 1.2e6, "Left Cerebral White Matter": 5e5, "Right Cerebral White Matter": 1e5})
+    vols.update({"Left Thalamus Proper": 8e3, "Right Thalamus Proper": 8e3})
+    flags = participant_flags(vols)
+    assert [f["flag"] for f in flags] == ["asymmetry", "missing_region"]
+    cell = _flags_cell(flags)
+    assert cell.index("asymmetry: cerebral white matter (+1.33)") < cell.index("missing_region: 102 regions: ")
+    assert "left precentral, right precentral, left postcentral and 99 more<details>" in cell
+    assert "Superiorfrontal" not in cell and "left superior frontal" in cell  # display names, also folded
+
+
+def test_group_report_qc_table(reports):
+    group = reports[-1].read_text()
+    table = group[group.index("<h2>QC</h2>") : group.index("<h2>Figures")]
+    assert "Flags (scans): brain_fraction in 3, missing_region in 3." in table
+    assert "<th>QC flags (most severe first)</th>" in table and "<details>" in table
+    assert "Precentral" not in table and "n/a" not in table.split("<table>")[1].split("</tr>")[1]
+
+
+def _ball(shape=(60, 60, 60), r=25.0):
+    grid = np.stack(np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij"))
+    return np.sqrt((grid**2).sum(0)), grid
+
+
+@pytest.mark.parametrize("ventricle_tissue", [1, 2])
+def test_image_flags_ventricles_not_csf(ventricle_tissue):
+    from brainparc.reports.qc import image_flags
+
+    dist, grid = _ball()
+    mask = dist < 25
+    tissue = np.where(dist < 15, 3, np.where(mask, 2, 0))
+    anat = np.where(tissue == 3, 120.0, np.where(mask, 80.0, 0.0))
+    vent = (np.abs(grid[0]) < 3) & (np.abs(grid[1]) < 8) & (np.abs(grid[2]) < 4)  # dark, deep
+    anat[vent], tissue[vent] = 20.0, ventricle_tissue
+    flags = image_flags(mask, tissue, anat, (2.0, 2.0, 2.0), np.eye(4))
+    kinds = [f["flag"] for f in flags]
+    assert kinds == ([] if ventricle_tissue == 1 else ["ventricles_not_csf"])
+    if kinds:
+        assert "100 % of the CSF-dark voxels deep in the brain" in flags[0]["detail"]
+
+
+def test_image_flags_mask_blob():
+    from brainparc.reports.qc import image_flags
+
+    dist, _ = _ball()
+    mask = dist < 22
+    tissue = np.where(dist < 12, 3, np.where(mask, 2, 0))
+    anat = np.where(mask, 100.0, 0.0)
+    assert image_flags(mask, tissue, anat, (2.0,) * 3, np.eye(4) * [2, 2, 2, 1]) == []
+    mask[2:8, 28:34, 28:34] = True  # a sinus-like blob below the brain: 6x6x6 voxels of 8 mm³, CSF
+    tissue[2:8, 28:34, 28:34] = 1
+    (flag,) = image_flags(mask, tissue, anat, (2.0,) * 3, np.eye(4) * [2, 2, 2, 1])
+    assert flag["flag"] == "mask_blob" and flag["items"] == [("blob at (7, 61, 61) mm", "1.2 ml")]
+
+
+def test_totals_figure_legend_explains_every_marker():
+    from brainparc.reports.figures import _pairs, distribution_legend
+
+    totals = ["Intracranial volume", "CSF / ICV", "GM / ICV", "WM / ICV", "Brain (GM+WM) / ICV"]
+    assert [(m, t) for m, _, t in distribution_legend(_pairs(totals))] == [
+        ("s", "one scan"),
+        ("x", "outlier (within age band)"),
+    ]
