@@ -24,6 +24,7 @@ from brainparc.train.losses import (
     soft_erode,
     volume_fractions,
 )
+from tests.conftest import SHARED_DATA
 
 torch.set_num_threads(1)
 
@@ -169,10 +170,15 @@ def test_cascade_loss_composes_and_weights_are_arguments():
     assert cascade_loss(worse, (tgt, tgt), torch.eye(5), torch.eye(4), m)[0].item() > total.item()
 
 
+def spec_path() -> Path:
+    """The reference spec beside the shared data (``$BRAINPARC_SHARED_DATA/../docs``, default ``../shared/docs``)."""
+    return SHARED_DATA.parent / "docs" / "brainparc-reference.md"
+
+
 def _spec_alpha_table() -> list[dict[str, str]]:
-    spec = Path(__file__).resolve().parents[3] / "shared" / "docs" / "brainparc-reference.md"
+    spec = spec_path()
     if not spec.is_file():
-        pytest.skip("spec not found")
+        pytest.skip(f"spec not found at {spec} (set BRAINPARC_SHARED_DATA to the shared data folder)")
     lines = spec.read_text(encoding="utf-8").splitlines()
     start = lines.index("index,tissue,alpha,mean_volume_fraction_pct")
     return list(csv.DictReader(lines[start : start + 108]))
@@ -240,3 +246,16 @@ def test_losses_are_float32_under_autocast():
         out = [partial_dice_loss(p, t, torch.eye(4)), partial_focal_loss(p, t, torch.eye(4)), boundary_loss(p, p > 0.3)]
     assert all(x.dtype == torch.float32 for x in out)
     assert out[0].item() == pytest.approx(ref.item(), abs=1e-6)
+
+
+def test_spec_path_follows_brainparc_shared_data(tmp_path):
+    # the skip reason and the lookup use $BRAINPARC_SHARED_DATA (a fresh interpreter: it is read at import)
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = "from tests.train.test_train_losses import spec_path; print(spec_path())"
+    env = {**os.environ, "BRAINPARC_SHARED_DATA": str(tmp_path / "data")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path / "docs" / "brainparc-reference.md")
