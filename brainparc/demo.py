@@ -8,7 +8,6 @@ skull-stripped (template times its brain mask), which ``--skull-strip auto`` det
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,24 +70,29 @@ def run_demo(
     nprocs: int | None = None,
     omp_nthreads: int | None = None,
     resolution: float = 2.0,
+    verbosity: Sequence[str] = (),
 ) -> int:
-    """Build the dataset, run participant then group, print where the reports are; returns the exit code."""
+    """Build the dataset, run participant then group (one line per stage), print where the reports are; returns the
+    exit code. ``verbosity`` (``-v``, ``--quiet``) is passed to both levels."""
     from brainparc.cli.main import main
     from brainparc.pipeline import load_models
 
     outdir = Path(outdir).absolute()
     load_models(list(models))  # fail (exit 4) before building anything when weights are missing
+    print(f"brainparc demo: building the dataset in {outdir / 'bids'} (MNI152 template from nilearn)", flush=True)
     bids_dir = build_demo_dataset(outdir / "bids", resolution)
     deriv = outdir / "derivatives"
-    common = [f"--model={m}" for m in models] + ["--skull-strip", skull_strip, "--device", device]
+    common = [f"--model={m}" for m in models] + ["--skull-strip", skull_strip, "--device", device, *verbosity]
     common += ["-w", str(outdir / "work")]  # the demo dataset is validated too (deno validator, when installed)
     if nprocs:
         common += ["--nprocs", str(nprocs)]
     if omp_nthreads:
         common += ["--omp-nthreads", str(omp_nthreads)]
+    n_t1w = len(list(bids_dir.rglob("*_T1w.nii.gz")))
+    print(f"brainparc demo: participant level ({n_t1w} T1w images; minutes on a CPU) into {deriv}", flush=True)
     code = main([str(bids_dir), str(deriv), "participant", *common])
-    group_code = main([str(bids_dir), str(deriv), "group"])
-    print(json.dumps({"bids_dir": str(bids_dir), "derivatives": str(deriv)}, indent=1))
+    print("brainparc demo: group level", flush=True)
+    group_code = main([str(bids_dir), str(deriv), "group", *verbosity])
     for report in [*sorted(deriv.glob("sub-*.html")), deriv / "group" / "report.html"]:
         print(f"brainparc demo: report {report}{'' if report.is_file() else ' (missing)'}")
     return code or group_code

@@ -36,3 +36,27 @@ def test_demo_runs_with_tiny_models(tmp_path, tiny_model_paths, capsys):  # noqa
     assert code == EXIT_OK
     assert "group/report.html" in out and "sub-01.html" in out
     assert (tmp_path / "demo" / "derivatives" / "group" / "volumes.tsv").is_file()
+
+
+def test_demo_prints_one_line_per_stage(tmp_path, capsys, monkeypatch):
+    import brainparc.cli.main as cli_main
+    from brainparc import demo
+
+    calls = []
+    monkeypatch.setattr("brainparc.pipeline.load_models", lambda specs: None)
+    monkeypatch.setattr(cli_main, "main", lambda argv: calls.append(argv) or 0)
+    assert demo.run_demo(tmp_path / "d", resolution=3.0, verbosity=["--quiet"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].split()[0] for line in lines] == ["building", "participant", "group", "report"]
+    assert "(3 T1w images;" in lines[1] and lines[-1].endswith("group/report.html (missing)")
+    assert [argv[2] for argv in calls] == ["participant", "group"] and all("--quiet" in argv for argv in calls)
+
+
+def test_demo_script_installs_quietly():
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "demo.sh").read_text()
+    install = next(line for line in script.splitlines() if "pip install" in line)
+    assert " -q " in install
+    assert '} > "$LOG" 2>&1' in script  # venv creation and pip: into the log, shown only on failure
+    assert script.count("echo ") == 2  # one stage line here, one on failure; the rest is `brainparc demo`'s
