@@ -1,22 +1,34 @@
-"""Accuracy, hemisphere, speed and memory of ``brainparc parcellate`` on the held-out cases (issue 6 targets).
+"""Accuracy, hemisphere, speed and memory of brainparc and its peers on the held-out cases, side by side in one run.
 
-Runs the real command (one subprocess per case: its own peak RSS) on cases that training never read, then scores:
+Every system runs as its own subprocess per case (wall time around the subprocess, peak RSS from its own
+``getrusage``), on cases that training never read, and is scored the same way from its FreeSurfer-id output:
 
 ``mb13``–``mb15``   Mindboggle OASIS-TRT atlases 13–15 (skull-stripped T1w): mean Dice over the 31 DKT cortical regions
-                    (our DK merged to DKT31: bankssts → superior temporal, frontal pole → superior frontal, temporal
-                    pole → inferior temporal; both hemispheres, 62 labels) and over 16 aseg deep grey structures
-``sub005``          BrainParc sub005_adult: agreement with the reference model (mean Dice over the 106 labels, and
-                    over CSF/GM/WM)
-``mne``, ``brainchop``, ``as001``, ``as002``   skull stripping on whole heads / AutoStrip pseudo-brains: brain-mask Dice
-                    against FreeSurfer's brain.mgz (MNE sample) and the AutoStrip reference masks; brainchop has no
-                    reference (checked for failure and a plausible volume only)
+                    (DK merged to DKT31: bankssts → superior temporal, frontal pole → superior frontal, temporal pole →
+                    inferior temporal; both hemispheres, 62 labels) and over 16 aseg deep grey structures
+``sub005``          BrainParc sub005_adult: agreement with the official model's output (mean Dice over the 106 labels,
+                    and over CSF/GM/WM)
+``mne``             MNE sample whole head (3 mm): FreeSurfer aseg deep grey mean Dice, brain-mask Dice vs brain.mgz
+``brainchop``       brainchop's whole head: no labels; a picture, the left/right check and volumes
+``as001``, ``as002``   AutoStrip pseudo-brains of two infants: brain-mask Dice vs the AutoStrip references
 
-Every case also gets a hemisphere check (centroid of the left labels left of the right ones, in RAS) and the stage
-timings of ``provenance.json``.  Writes ``OUT/<case>/`` (the outputs), ``OUT/per_structure.tsv`` and
-``OUT/summary.md``; prints the summary.  Not collected by pytest.
+Systems (``--systems``, comma-separated; default all):
 
-    python benchmarks/evaluate.py --out work/eval                    # bundled default models
-    python benchmarks/evaluate.py --model W.safetensors --model S.safetensors --cases mb13 sub005
+``atlas``      ``brainparc parcellate --model atlas`` (the warped atlas prior only)
+``default``    ``brainparc parcellate`` with ``--model`` (default: the bundled default models)
+``peer``       brainchop MeshNet "Aparc+Aseg 104" (``benchmarks/peers/brainchop.py``; parcellation cases)
+``mindgrab``, ``model11``   brainchop's skull-strip models (mask cases only)
+``deepbet``    deepbet from PyPI in its own venv ``work/deepbet-venv`` (``peers/deepbet_peer.py``; mask cases)
+
+The peers read ``../shared/data/anchors/brainchop`` in place (MIT, benchmark only) and are skipped with a note when it
+is absent; deepbet is skipped the same way without its venv.  Every parcellation also gets a hemisphere check
+(centroid of the left labels left of the right ones, in RAS) and volumes.  Writes ``OUT/<system>/<case>/`` (the
+outputs), ``OUT/per_structure.tsv``, ``OUT/results.json``, ``OUT/summary.md`` (one table per metric, systems as
+columns) and ``OUT/brainchop_side_by_side.png``; prints the summary.  Not collected by pytest.
+
+    python benchmarks/evaluate.py --out work/eval                                    # all systems, all cases
+    python benchmarks/evaluate.py --systems peer,mindgrab,model11 --out work/eval    # the peers only
+    python benchmarks/evaluate.py --systems default --model W.safetensors --cases mb13 sub005
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -33,10 +46,24 @@ import numpy as np
 
 from brainparc import labels
 
-SHARED = Path(os.environ.get("BRAINPARC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+BENCH = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("BRAINPARC_SHARED_DATA", BENCH.parents[1] / "shared" / "data"))
 DKT_MERGE = {1001: 1030, 1032: 1028, 1033: 1009}  # bankssts, frontal pole, temporal pole (and 2xxx)
 DEEP_GREY = (10, 11, 12, 13, 17, 18, 26, 28, 49, 50, 51, 52, 53, 54, 58, 60)
-TARGETS = {"dkt31": 0.75, "aseg": 0.80, "dk106": 0.75, "tissue": 0.85, "mask": 0.95}
+LEFT_ASEG = (2, 4, 5, 7, 8, 10, 11, 12, 13, 17, 18, 26, 28, 30, 31)
+RIGHT_ASEG = (41, 43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63)
+TARGETS = {"dkt31": 0.78, "aseg": 0.82, "dk106": 0.75, "tissue": 0.88, "mask": 0.95}
+SYSTEMS = ("atlas", "default", "peer", "mindgrab", "model11", "deepbet")
+PEER_MASKS = {"mindgrab": "mindgrab", "model11": "model11_gw_ae"}
+DEEPBET_PYTHON = BENCH.parent / "work" / "deepbet-venv" / "bin" / "python"
+WRAPPER = (  # runs ``main(argv)`` of a module and reports its exit code and peak RSS on the last stderr line
+    "import json, resource, sys\n"
+    "sys.path.insert(0, {bench!r})\n"
+    "from {module} import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+    "print(json.dumps({{'rc': rc, 'peak_rss_mb': rss}}), file=sys.stderr)\n"
+)
 
 
 def cases(shared: Path) -> dict[str, dict]:
@@ -54,13 +81,22 @@ def cases(shared: Path) -> dict[str, dict]:
     mne = shared / "whole_head" / "mne_sample"
     return mb | {
         "sub005": {"input": sub5 / "brain.nii.gz", "dk": sub5 / "dk-struct.nii.gz", "tissue": sub5 / "tissue.nii.gz"},
-        "mne": {"input": mne / "T1.mgz", "mask": mne / "brain.mgz"},
+        "mne": {"input": mne / "T1.mgz", "mask": mne / "brain.mgz", "aseg": mne / "aseg.mgz"},
         "brainchop": {"input": shared / "whole_head" / "brainchop" / "t1_crop.nii.gz"},
-        "as001": {"input": auto / "sub001_infant_infantile" / "pseudo_brain.nii.gz", "strip": "force",
+        "as001": {"input": auto / "sub001_infant_infantile" / "pseudo_brain.nii.gz", "strip": "force", "parc": False,
                   "mask": auto / "sub001_infant_infantile" / "skull_strip.nii.gz"},
-        "as002": {"input": auto / "sub002_infant_isointense" / "pseudo_brain.nii.gz", "strip": "force",
+        "as002": {"input": auto / "sub002_infant_isointense" / "pseudo_brain.nii.gz", "strip": "force", "parc": False,
                   "mask": auto / "sub002_infant_isointense" / "skull_strip.nii.gz"},
     }  # fmt: skip
+
+
+def runs_on(system: str, case: dict) -> bool:
+    """Whether a system runs on a case: brainparc everywhere, the peer on parcellation cases, mask peers on masks."""
+    if system in PEER_MASKS or system == "deepbet":
+        return "mask" in case
+    if system == "peer":
+        return case.get("parc", True)
+    return True
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,86 +118,114 @@ def _labels(path: Path, like: nib.spatialimages.SpatialImage | None = None, orde
     return np.rint(np.asarray(img.dataobj)).astype(np.int32).reshape(img.shape[:3])
 
 
-def run_case(name: str, case: dict, out: Path, models: list[str], nthreads: int, device: str) -> dict:
-    """``brainparc parcellate`` on one case in a subprocess; returns its provenance plus wall time and peak RSS."""
-    argv = ["parcellate", str(case["input"]), "-o", str(out / name), "--nthreads", str(nthreads), "--device", device]
-    argv += [a for m in models for a in ("--model", m)] + ["--skull-strip", case.get("strip", "auto")]
-    code = (
-        "import json, resource, sys, time\n"
-        "from brainparc.cli.main import main\n"
-        "t = time.perf_counter(); rc = main(sys.argv[1:]); wall = time.perf_counter() - t\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "print(json.dumps({'rc': rc, 'wall_s': wall, 'peak_rss_mb': rss}), file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False)
+def command(system: str, case: dict, out: Path, models: list[str], nthreads: int, device: str) -> list[str]:
+    """The subprocess argv of one system on one case."""
+    if system in ("atlas", "default"):
+        argv = ["parcellate", str(case["input"]), "-o", str(out), "--nthreads", str(nthreads), "--device", device]
+        argv += [a for m in (["atlas"] if system == "atlas" else models) for a in ("--model", m)]
+        argv += ["--skull-strip", case.get("strip", "auto")]
+        module = "brainparc.cli.main"
+    elif system == "deepbet":
+        argv = [str(case["input"]), "-o", str(out), "--nthreads", str(nthreads)]
+        return [str(DEEPBET_PYTHON), "-c", WRAPPER.format(bench=str(BENCH), module="peers.deepbet_peer"), *argv]
+    else:
+        argv = ["parcellate" if system == "peer" else "mask", str(case["input"]), "-o", str(out)]
+        argv += ["--nthreads", str(nthreads)] + (["--model", PEER_MASKS[system]] if system in PEER_MASKS else [])
+        module = "peers.brainchop"
+    return [sys.executable, "-c", WRAPPER.format(bench=str(BENCH), module=module), *argv]
+
+
+def run_case(system: str, case: dict, out: Path, models: list[str], nthreads: int, device: str) -> dict:
+    """One system on one case in a subprocess; returns its provenance plus wall time and peak RSS."""
+    t = time.perf_counter()
+    done = subprocess.run(command(system, case, out, models, nthreads, device), capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    wall = time.perf_counter() - t
     tail = done.stderr.strip().splitlines()
     run = json.loads(tail[-1]) if tail and tail[-1].startswith("{") else {"rc": done.returncode}
+    run["wall_s"] = wall
     if run.get("rc") != 0:
-        run["error"] = "\n".join(tail[-5:])
+        run["error"] = "\n".join(tail[-5:]) or f"exit code {done.returncode}"
         return run
-    return run | provenance(out / name)
+    return run | provenance(out)
 
 
 def provenance(case_dir: Path) -> dict:
     """Stage timings and skull-strip method from a finished case's ``provenance.json``."""
     prov = json.loads((case_dir / "provenance.json").read_text())
-    return {"timings_s": prov.get("timings_s", {}), "strip_method": prov.get("skull_strip", {}).get("method")}
+    strip = prov.get("skull_strip", {})
+    return {"timings_s": prov.get("timings_s", {}), "strip_method": strip.get("method") if isinstance(strip, dict)
+            else None}  # fmt: skip
 
 
-def hemispheres(dseg: nib.spatialimages.SpatialImage) -> dict:
-    """RAS x of the left (odd BrainParc index 1–95) and right (even 2–96) label centroids; swap if left ≥ right."""
-    lab = np.asarray(dseg.dataobj).astype(np.int32)
+def hemispheres(fs: np.ndarray, affine: np.ndarray) -> dict:
+    """RAS x of the left and right label centroids (FreeSurfer ids); swap if left ≥ right."""
     xs = {}
-    for side, values in (("left", range(1, 97, 2)), ("right", range(2, 97, 2))):
-        ijk = np.argwhere(np.isin(lab, list(values)))
-        xs[side] = float((dseg.affine @ np.r_[ijk.mean(0), 1])[0]) if len(ijk) else float("nan")
+    for side, ctx, aseg in (("left", 1000, LEFT_ASEG), ("right", 2000, RIGHT_ASEG)):
+        ijk = np.argwhere(((fs >= ctx) & (fs < ctx + 1000)) | np.isin(fs, aseg))
+        xs[side] = float((affine @ np.r_[ijk.mean(0), 1])[0]) if len(ijk) else float("nan")
     return {"left_x": xs["left"], "right_x": xs["right"], "swap": not xs["left"] < xs["right"]}
 
 
-def score(name: str, case: dict, out: Path) -> tuple[dict, list[dict]]:
-    """Summary metrics and per-structure rows of one finished case."""
-    d = out / name
-    dseg = nib.load(str(d / "brainparc_dseg.nii.gz"))
-    summary: dict = hemispheres(dseg)
+def volumes(fs: np.ndarray, voxel_mm3: float) -> dict:
+    """cm³ of the cortex and cerebral white matter per hemisphere and of the deep grey, and the number of labels."""
+    cm3 = voxel_mm3 / 1000
+    return {
+        "cortex_l_cm3": float(((fs >= 1000) & (fs < 2000)).sum() * cm3),
+        "cortex_r_cm3": float(((fs >= 2000) & (fs < 3000)).sum() * cm3),
+        "wm_l_cm3": float((fs == 2).sum() * cm3),
+        "wm_r_cm3": float((fs == 41).sum() * cm3),
+        "deep_grey_cm3": float(np.isin(fs, DEEP_GREY).sum() * cm3),
+        "n_labels": int(len(np.unique(fs)) - 1),
+    }
+
+
+def score(name: str, case: dict, d: Path) -> tuple[dict, list[dict]]:
+    """Summary metrics and per-structure rows of one finished run (any system: read from FreeSurfer ids)."""
+    summary: dict = {}
     rows: list[dict] = []
-    mask = np.asarray(nib.load(str(d / "brain_mask.nii.gz")).dataobj) > 0
-    summary["mask_litres"] = float(mask.sum() * np.prod(dseg.header.get_zooms()[:3]) / 1e6)
-    if "labels" in case:  # Mindboggle
-        ours = np.asarray(nib.load(str(d / "aparcaseg_dseg.nii.gz")).dataobj).astype(np.int32)
-        for src, dst in DKT_MERGE.items():
-            for h in (0, 1000):
-                ours[ours == src + h] = dst + h
-        ref = _labels(case["labels"])
-        names = {lab.freesurfer_id: lab.abbreviation for lab in labels.dk_struct().labels}
-        cortex = [int(v) for v in np.unique(ref) if 1000 < v < 3000]
-        for group, ids in (("dkt31", cortex), ("aseg", DEEP_GREY)):
+    table = labels.dk_struct()
+    names = {lab.freesurfer_id: lab.abbreviation for lab in table.labels}
+    if (d / "aparcaseg_dseg.nii.gz").exists():
+        fs_img = nib.load(str(d / "aparcaseg_dseg.nii.gz"))
+        fs = np.rint(np.asarray(fs_img.dataobj)).astype(np.int32).reshape(fs_img.shape[:3])
+        summary |= hemispheres(fs, fs_img.affine) | volumes(fs, float(np.prod(fs_img.header.get_zooms()[:3])))
+        groups: list[tuple[str, list[int], np.ndarray, np.ndarray]] = []
+        if "labels" in case:  # Mindboggle: DKT31 cortex + deep grey
+            ours = fs.copy()
+            for src, dst in DKT_MERGE.items():
+                for h in (0, 1000):
+                    ours[ours == src + h] = dst + h
+            ref = _labels(case["labels"])
+            groups += [("dkt31", [int(v) for v in np.unique(ref) if 1000 < v < 3000], ours, ref)]
+            groups += [("aseg", list(DEEP_GREY), ours, ref)]
+        if "aseg" in case:  # FreeSurfer aseg: deep grey
+            groups += [("aseg", list(DEEP_GREY), fs, _labels(case["aseg"], fs_img))]
+        for group, ids, ours, ref in groups:
             scores = [dice(ours == i, ref == i) for i in ids]
             summary[group] = float(np.nanmean(scores))
-            rows += [
-                {"case": name, "group": group, "label": names.get(i, str(i)), "dice": s}
-                for i, s in zip(ids, scores, strict=True)
-            ]
-    if "dk" in case:  # reference-model agreement
-        ours = np.asarray(dseg.dataobj).astype(np.int32)
-        ref = _labels(case["dk"])
-        names = {lab.index: lab.abbreviation for lab in labels.dk_struct().labels}
-        scores = [dice(ours == i, ref == i) for i in range(1, 107)]
-        summary["dk106"] = float(np.nanmean(scores))
-        rows += [
-            {"case": name, "group": "dk106", "label": names[i], "dice": s}
-            for i, s in zip(range(1, 107), scores, strict=True)
-        ]
-        t_ours = np.asarray(nib.load(str(d / "tissue_dseg.nii.gz")).dataobj).astype(np.int32)
-        t_ref = _labels(case["tissue"])
-        t_scores = [dice(t_ours == i, t_ref == i) for i in (1, 2, 3)]
-        summary["tissue"] = float(np.mean(t_scores))
-        rows += [
-            {"case": name, "group": "tissue", "label": t, "dice": s}
-            for t, s in zip(("CSF", "GM", "WM"), t_scores, strict=True)
-        ]
-    if "mask" in case:
+            rows += [{"case": name, "group": group, "label": names.get(i, str(i)), "dice": s}
+                     for i, s in zip(ids, scores, strict=True)]  # fmt: skip
+        if "dk" in case:  # agreement with the official model, on its 106 BrainParc indices
+            ours = table.from_freesurfer(fs)
+            ref = _labels(case["dk"], fs_img)
+            scores = [dice(ours == i, ref == i) for i in range(1, len(table))]
+            summary["dk106"] = float(np.nanmean(scores))
+            rows += [{"case": name, "group": "dk106", "label": table[i].abbreviation, "dice": s}
+                     for i, s in zip(range(1, len(table)), scores, strict=True)]  # fmt: skip
+            tissue_path = d / "tissue_dseg.nii.gz"
+            t_ours = _labels(tissue_path, fs_img) if tissue_path.exists() else table.to_tissue(ours)
+            t_ref = _labels(case["tissue"], fs_img)
+            t_scores = [dice(t_ours == i, t_ref == i) for i in (1, 2, 3)]
+            summary["tissue"] = float(np.mean(t_scores))
+            rows += [{"case": name, "group": "tissue", "label": t, "dice": s}
+                     for t, s in zip(("CSF", "GM", "WM"), t_scores, strict=True)]  # fmt: skip
+    if (d / "brain_mask.nii.gz").exists():
         mask_img = nib.load(str(d / "brain_mask.nii.gz"))
-        summary["mask"] = dice(mask, _labels(case["mask"], mask_img, order=1) > 0)
+        mask = np.asarray(mask_img.dataobj).reshape(mask_img.shape[:3]) > 0
+        summary["mask_litres"] = float(mask.sum() * np.prod(mask_img.header.get_zooms()[:3]) / 1e6)
+        if "mask" in case:
+            summary["mask"] = dice(mask, _labels(case["mask"], mask_img, order=1) > 0)
     return summary, rows
 
 
@@ -169,66 +233,195 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder (default: ../shared/data)")
     p.add_argument("--out", type=Path, default=Path("work/eval"), help="output folder (default: work/eval)")
-    p.add_argument("--model", action="append", default=None, help="weights (repeat for both; default: default)")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    p.add_argument("--model", action="append", default=None, help="weights of the 'default' system (repeat for both)")
     p.add_argument("--cases", nargs="+", default=None, help="subset of the cases (default: all)")
     p.add_argument("--nthreads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--score-only",
         action="store_true",
-        help="score existing outputs in --out (no runs; stage timings from their provenance)",
+        help="score existing outputs in --out (no runs; wall time and RSS from an earlier results.json when there)",
     )
     a = p.parse_args(argv)
+    systems = [s for s in a.systems.split(",") if s]
+    if unknown := set(systems) - set(SYSTEMS):
+        p.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {', '.join(SYSTEMS)}")
     all_cases = cases(a.shared)
     chosen = a.cases or list(all_cases)
     a.out.mkdir(parents=True, exist_ok=True)
-    results, rows = {}, []
+    anchors = a.shared / "anchors" / "brainchop"
+    sys.path.insert(0, str(BENCH))
+    from peers import brainchop
+
+    notes: list[str] = []
+    if any(s in ("peer", *PEER_MASKS) for s in systems) and not brainchop.available(anchors):
+        notes.append(f"brainchop peers skipped: models not found under {anchors}")
+        systems = [s for s in systems if s in ("atlas", "default", "deepbet")]
+    if "deepbet" in systems and not DEEPBET_PYTHON.exists():
+        notes.append(f"deepbet skipped: no venv at {DEEPBET_PYTHON.parents[1]} (see benchmarks/peers/deepbet_peer.py)")
+        systems.remove("deepbet")
+    earlier = _earlier(a.out / "results.json") if a.score_only else {}
+    results: dict[str, dict[str, dict]] = {s: {} for s in systems}
+    rows: list[dict] = []
     for name in chosen:
-        if a.score_only:  # wall time and peak RSS exist only for runs made now
-            run = provenance(a.out / name)
-        else:
-            run = run_case(name, all_cases[name], a.out, a.model or ["default"], a.nthreads, a.device)
-        if run.get("error"):
-            results[name] = run
-            print(f"{name}: FAILED\n{run['error']}", file=sys.stderr)
-            continue
-        summary, case_rows = score(name, all_cases[name], a.out)
-        results[name] = run | summary
-        rows += case_rows
-        print(json.dumps({name: results[name]}), file=sys.stderr)
+        for system in systems:
+            case, d = all_cases[name], a.out / system / name
+            if not runs_on(system, case):
+                continue
+            if a.score_only:
+                if not (d / "provenance.json").exists():
+                    continue
+                prior = earlier.get(system, {}).get(name, {})
+                run = {k: prior[k] for k in ("wall_s", "peak_rss_mb") if k in prior} | provenance(d)
+            else:
+                run = run_case(system, case, d, a.model or ["default"], a.nthreads, a.device)
+            if run.get("error"):
+                results[system][name] = run
+                print(f"{system} {name}: FAILED\n{run['error']}", file=sys.stderr)
+                continue
+            summary, case_rows = score(name, case, d)
+            results[system][name] = run | summary
+            rows += [{"system": system} | r for r in case_rows]
+            print(json.dumps({system: {name: results[system][name]}}), file=sys.stderr)
     with (a.out / "per_structure.tsv").open("w", encoding="utf-8") as fh:
-        fh.write("case\tgroup\tlabel\tdice\n")
-        fh.writelines(f"{r['case']}\t{r['group']}\t{r['label']}\t{r['dice']:.4f}\n" for r in rows)
+        fh.write("system\tcase\tgroup\tlabel\tdice\n")
+        fh.writelines(f"{r['system']}\t{r['case']}\t{r['group']}\t{r['label']}\t{r['dice']:.4f}\n" for r in rows)
     (a.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = summary_table(results)
+    if "brainchop" in chosen:
+        figure = side_by_side(all_cases["brainchop"]["input"], a.out, systems, a.out / "brainchop_side_by_side.png")
+        if figure:
+            notes.append(f"figure: {figure.name} (brainchop head, same slices, FreeSurfer colours)")
+    text = summary_tables(results, notes, a.nthreads)
     (a.out / "summary.md").write_text(text)
     print(text)
-    return 1 if any(r.get("error") for r in results.values()) else 0
+    return 1 if any(r.get("error") for res in results.values() for r in res.values()) else 0
 
 
-def summary_table(results: dict[str, dict]) -> str:
-    """Markdown table: one row per case, the target metrics with the target in the header, timings, memory."""
-    cols = ["dkt31", "aseg", "dk106", "tissue", "mask"]
-    head = "| case | " + " | ".join(f"{c} (≥{TARGETS[c]})" for c in cols)
-    head += " | swap | mask L | strip | parcellation s | total s | wall s | peak RSS MB |\n"
-    lines = [head, "|" + "---|" * (len(cols) + 8) + "\n"]
-    for name, r in results.items():
-        if r.get("error"):
-            lines.append(f"| {name} | failed: {r['error'].splitlines()[-1][:80]} |\n")
+def _earlier(path: Path) -> dict:
+    """An earlier ``results.json`` (system → case → run), or nothing."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if all(isinstance(v, dict) for v in data.values()) else {}
+
+
+def _cell(r: dict | None, key: str, fmt: str) -> str:
+    """One table cell: the value, ``failed``, or empty when the system did not run or has no such metric."""
+    if r is None:
+        return ""
+    if r.get("error"):
+        return "failed"
+    v = r.get(key)
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+
+
+def summary_tables(results: dict[str, dict[str, dict]], notes: list[str], nthreads: int) -> str:
+    """Markdown: one table per metric (cases × systems), with the target in the heading, then means, L/R, volumes,
+    time and memory."""
+    systems = list(results)
+    case_names = list(dict.fromkeys(c for res in results.values() for c in res))
+    out = [f"# brainparc evaluation, side by side ({nthreads} thread(s) per run)\n\n"]
+    out += [f"- {n}\n" for n in notes]
+    metrics = [
+        ("dkt31", "Mindboggle DKT31 cortex, mean Dice over 62 regions", ".3f"),
+        ("aseg", "aseg deep grey, mean Dice over 16 structures", ".3f"),
+        ("dk106", "sub005, 106-label mean Dice vs the official output", ".3f"),
+        ("tissue", "sub005, tissue (CSF/GM/WM) mean Dice", ".3f"),
+        ("mask", "brain-mask Dice vs the reference", ".3f"),
+        ("mask_litres", "brain mask, litres", ".2f"),
+        ("wall_s", "wall time per case, s (subprocess, imports included)", ".0f"),
+        ("peak_rss_mb", "peak RSS per case, MB", ".0f"),
+    ]
+    head = "| case | " + " | ".join(systems) + " |\n" + "|---" * (len(systems) + 1) + "|\n"
+    for key, title, fmt in metrics:
+        present = [c for c in case_names if any(key in results[s].get(c, {}) for s in systems)]
+        if not present:
             continue
-        t = r.get("timings_s", {})
-        vals = " | ".join(f"{r[c]:.3f}" if c in r else "" for c in cols)
-        lines.append(
-            f"| {name} | {vals} | {'SWAP' if r['swap'] else 'ok'} | {r['mask_litres']:.2f} "
-            f"| {r.get('strip_method', '')} "
-            f"| {t.get('parcellation', float('nan')):.0f} | {t.get('total', float('nan')):.0f} "
-            f"| {r.get('wall_s', float('nan')):.0f} | {r.get('peak_rss_mb', float('nan')):.0f} |\n"
-        )
-    for c in cols:
-        vals = [r[c] for r in results.values() if c in r]
-        if vals:
-            lines.append(f"\nmean {c}: {np.mean(vals):.3f} over {len(vals)} case(s) (target ≥ {TARGETS[c]})")
-    return "".join(lines) + "\n"
+        target = f" (target ≥ {TARGETS[key]})" if key in TARGETS else ""
+        out.append(f"\n## {key}: {title}{target}\n\n{head}")
+        out += [f"| {c} | " + " | ".join(_cell(results[s].get(c), key, fmt) for s in systems) + " |\n" for c in present]
+        if key in TARGETS:
+            means = [[r[key] for r in results[s].values() if key in r and not np.isnan(r[key])] for s in systems]
+            out.append("| **mean** | " + " | ".join(f"**{np.mean(m):.3f}** ({len(m)})" if m else "" for m in means))
+            out.append(" |\n")
+    out.append(f"\n## left/right (centroid RAS x of the left labels < the right ones)\n\n{head}")
+    for c in case_names:
+        cells = []
+        for s in systems:
+            r = results[s].get(c)
+            cells.append("" if r is None or "swap" not in r else f"{'SWAP' if r['swap'] else 'ok'} "
+                         f"({r['left_x']:.0f}/{r['right_x']:.0f})")  # fmt: skip
+        if any(cells):
+            out.append(f"| {c} | " + " | ".join(cells) + " |\n")
+    vol_keys = ("cortex_l_cm3", "cortex_r_cm3", "wm_l_cm3", "wm_r_cm3", "deep_grey_cm3", "n_labels")
+    out.append("\n## volumes, cm³ (cortex L/R, cerebral WM L/R, deep grey; labels present)\n\n")
+    out.append("| case | system | " + " | ".join(vol_keys) + " |\n" + "|---" * (len(vol_keys) + 2) + "|\n")
+    for c in case_names:
+        for s in systems:
+            r = results[s].get(c)
+            if r and "n_labels" in r:
+                out.append(f"| {c} | {s} | " + " | ".join(f"{r[k]:.0f}" for k in vol_keys) + " |\n")
+    return "".join(out) + "\n"
+
+
+def _canonical(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """The image's data in RAS+ voxel order."""
+    return np.asarray(nib.as_closest_canonical(img).dataobj)
+
+
+def side_by_side(t1: Path, out: Path, systems: list[str], png: Path) -> Path | None:
+    """One PNG: every parcellating system's labels over the brainchop head, same axial and coronal slices, FreeSurfer
+    colours (from brainparc's label table and brainchop's colormap); ``None`` when no system parcellated it."""
+    found = [(s, out / s / "brainchop" / "aparcaseg_dseg.nii.gz") for s in systems]
+    found = [(s, p) for s, p in found if p.exists()]
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    sys.path.insert(0, str(BENCH))
+    from peers import brainchop
+
+    colours = {0: (0.0, 0.0, 0.0)}
+    cmap_json = SHARED / "anchors" / "brainchop" / brainchop.PARC_MODEL / "colormap.json"
+    if cmap_json.exists():
+        cm = json.loads(cmap_json.read_text())
+        ids = brainchop.freesurfer_ids(cm["labels"])
+        colours |= {int(i): (r / 255, g / 255, b / 255) for i, r, g, b in zip(ids, cm["R"], cm["G"], cm["B"],
+                                                                               strict=True)}  # fmt: skip
+    colours |= {lab.freesurfer_id: matplotlib.colors.to_rgb(lab.color) for lab in labels.dk_struct().labels}
+    image = _canonical(nib.load(str(t1))).astype(np.float32)
+    maps = [_canonical(nib.load(str(p))).astype(np.int32) for _, p in found]
+    lut = np.zeros(max(max(colours), max(int(m.max()) for m in maps)) + 1, dtype=np.int32)
+    keys = sorted(colours)
+    lut[keys] = np.arange(len(keys))
+    cmap = ListedColormap([colours[k] for k in keys])
+    brain = np.any([m > 0 for m in maps], axis=0)
+    centre = np.argwhere(brain).mean(0).astype(int) if brain.any() else np.array(image.shape) // 2
+    views = [("axial", lambda v: v[:, :, centre[2]].T), ("coronal", lambda v: v[:, centre[1], :].T)]
+    vmax = float(np.percentile(image, 99.5))
+    fig, axes = plt.subplots(len(views), len(found), figsize=(4 * len(found), 4 * len(views)), squeeze=False)
+    for col, ((system, _), labmap) in enumerate(zip(found, maps, strict=True)):
+        idx = np.ma.masked_equal(lut[labmap], 0)
+        for row, (view, cut) in enumerate(views):
+            ax = axes[row, col]
+            ax.imshow(cut(image), cmap="gray", vmin=0, vmax=vmax, origin="lower")
+            ax.imshow(cut(idx), cmap=cmap, vmin=0, vmax=len(keys) - 1, origin="lower", alpha=0.6,
+                      interpolation="nearest")  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.02, 0.5, "L", color="w", transform=ax.transAxes, fontsize=12)
+            ax.text(0.95, 0.5, "R", color="w", transform=ax.transAxes, fontsize=12)
+            ax.set_title(f"{system} — {view}" if row == 0 else view)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
 
 
 if __name__ == "__main__":
