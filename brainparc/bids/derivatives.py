@@ -138,6 +138,7 @@ def provenance_meta(provenance: Mapping[str, Any]) -> dict[str, Any]:
         "ModelVersion": model.get("version"),
         "ModelSHA256": model.get("sha256"),
         "Device": provenance.get("device"),
+        "InferenceRecipe": (provenance.get("inference_recipe") or {}).get("name"),
         "RuntimeSeconds": round(sum(v for k, v in timings.items() if k != "total"), 3),
         "SoftwareVersion": provenance.get("brainparc_version"),
         "Provenance": dict(provenance),

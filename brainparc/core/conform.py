@@ -7,7 +7,8 @@ Geometry
 2. Optionally resample to an isotropic ``spacing``. The output axes keep the input's (possibly oblique) directions, so
    the voxel-to-voxel map between the reoriented input and the output is a per-axis scale and shift
    ``x_in = scale * j_out + offset``: no rotation is interpolated. The output field of view is centred on the input's
-   (no half-voxel shift, spec §7 item 23).
+   (no half-voxel shift, spec §7 item 23), or with ``anchor="origin"`` starts at the input's first voxel centre
+   (SimpleITK's resampling with the input origin, as the published scripts do).
 3. Optionally crop to the head (foreground bounding box plus a margin) - this only adds an integer index shift.
 
 :class:`GridTransform` records all of this; :func:`unconform` maps arrays back to the input grid by physical-space
@@ -243,6 +244,7 @@ def conform(
     order: int = 1,
     spacing_tolerance: float = 0.01,
     antialias: bool = True,
+    anchor: str = "centre",
 ) -> ConformedImage:
     """Reorient ``img`` to LAS, resample it to ``spacing`` (mm, isotropic) and crop it to the head.
 
@@ -259,12 +261,17 @@ def conform(
         Interpolation order when resampling: 1 for intensities, 0 for label images.
     antialias
         Gaussian pre-filter (sigma = (factor - 1) / 2 input voxels) along axes that are down-sampled.
+    anchor
+        Resampled grid placement: ``"centre"`` (same field-of-view centre) or ``"origin"`` (same first voxel centre,
+        size ``round(n * zoom / spacing)``: the published scripts' SimpleITK resampling).
 
     Returns
     -------
     ConformedImage
         ``img`` (float32 for ``order > 0``, LAS, model grid) and the :class:`GridTransform` back to ``img``'s grid.
     """
+    if anchor not in ("centre", "origin"):
+        raise ValueError(f"anchor must be 'centre' or 'origin', got {anchor!r}")
     data = _squeeze3d(img)
     in_affine = np.asarray(img.affine, dtype=float)
     ornt = nio.ornt_transform(nio.io_orientation(in_affine), nio.axcodes2ornt(NETWORK_AXCODES))
@@ -279,7 +286,10 @@ def conform(
         out_zooms = np.full(3, target)
         scale = target / zooms
         grid_shape = np.maximum(1, np.round(las_shape * zooms / target)).astype(int)
-        offset = (las_shape - 1) / 2.0 - scale * (grid_shape - 1) / 2.0  # same field-of-view centre
+        if anchor == "origin":
+            offset = np.zeros(3)
+        else:
+            offset = (las_shape - 1) / 2.0 - scale * (grid_shape - 1) / 2.0  # same field-of-view centre
     if crop_to_head:
         lo, hi = _crop_range(head_bbox(las, zooms, margin_mm), scale, offset, grid_shape)
         offset = offset + scale * lo

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["REFERENCE_REFINED_LABELS", "refine_parcels"]
+__all__ = ["REFERENCE_REFINED_LABELS", "fill_brain", "refine_parcels"]
 
 #: The 28 BrainParc indices the reference refines: precentral … frontal pole (1–14), pars opercularis/orbitalis/
 #: triangularis (19–24), superior and inferior parietal (59–62), supramarginal (75–76), lateral occipital (89–90).
@@ -37,36 +37,53 @@ def _grow(box: tuple[slice, ...], shape: tuple[int, ...], by: int = 1) -> tuple[
     return tuple(slice(max(0, s.start - by), min(n, s.stop + by)) for s, n in zip(box, shape, strict=True))
 
 
-def _shell_vote(component: np.ndarray, neighbours: np.ndarray, excluded: np.ndarray) -> int | None:
-    """Most frequent label of ``neighbours`` on the 6-connected outer shell of ``component`` (smallest id on ties)."""
+def _shell_vote(
+    component: np.ndarray, neighbours: np.ndarray, excluded: np.ndarray, first_on_ties: bool = False
+) -> int | None:
+    """Most frequent label of ``neighbours`` on the 6-connected outer shell of ``component``.
+
+    Ties go to the smallest id, or with ``first_on_ties`` to the label met first in C-order raster scan of the shell
+    (the reference's ``Counter`` order).
+    """
     shell = ndimage.binary_dilation(component) & ~component  # default structure: the 6-connected cross
     candidates = neighbours[shell]
     candidates = candidates[~np.isin(candidates, excluded)]
     if candidates.size == 0:
         return None
-    values, counts = np.unique(candidates, return_counts=True)  # sorted, so argmax picks the smallest id on ties
-    return int(values[np.argmax(counts)])
+    values, first, counts = np.unique(candidates, return_index=True, return_counts=True)
+    winners = np.flatnonzero(counts == counts.max())  # sorted values: winners[0] is the smallest id
+    pick = winners[np.argmin(first[winners])] if first_on_ties else winners[0]
+    return int(values[pick])
 
 
 def _refine_one(
-    labels: np.ndarray, out: np.ndarray, label: int, box: tuple[slice, ...], structure: np.ndarray, exclude: np.ndarray
+    labels: np.ndarray,
+    out: np.ndarray,
+    label: int,
+    box: tuple[slice, ...],
+    structure: np.ndarray,
+    exclude: np.ndarray,
+    sequential: bool = False,
 ) -> int:
-    """Relabel the non-largest components of ``label`` (found in ``labels``) into ``out``; return voxels changed."""
+    """Relabel the non-largest components of ``label`` (found in ``labels``) into ``out``; return voxels changed.
+
+    ``sequential`` (``labels is out``): every component with the largest size stays, and each relabelling is seen by
+    the next component's vote, as in the reference."""
     crop_box = _grow(box, labels.shape)  # one voxel more so that every component's outer shell is inside the crop
     crop = labels[crop_box]
     components, n = ndimage.label(crop == label, structure=structure)
     if n <= 1:
         return 0
     sizes = np.bincount(components.ravel())[1:]
-    keep = int(np.argmax(sizes)) + 1  # ties: the first component in raster order
+    keep = set((np.flatnonzero(sizes == sizes.max()) + 1).tolist()) if sequential else {int(np.argmax(sizes)) + 1}
     excluded = np.append(exclude, label)
     changed = 0
     for index, comp_box in enumerate(ndimage.find_objects(components), start=1):
-        if index == keep or comp_box is None:
+        if index in keep or comp_box is None:
             continue
         local = _grow(comp_box, crop.shape)
         component = components[local] == index
-        new = _shell_vote(component, crop[local], excluded)
+        new = _shell_vote(component, crop[local], excluded, first_on_ties=sequential)
         if new is None:
             continue
         target = out[crop_box][local]  # a view into out
@@ -80,6 +97,7 @@ def refine_parcels(
     labels_to_refine: Iterable[int] = REFERENCE_REFINED_LABELS,
     connectivity: int = 26,
     exclude: Iterable[int] = (0, 100),
+    sequential: bool = False,
 ) -> np.ndarray:
     """Keep one connected piece per refined label; give stray pieces to their most common neighbour.
 
@@ -93,6 +111,10 @@ def refine_parcels(
     so the result does not depend on the order of ``labels_to_refine``. One pass: a relabelled piece whose neighbour
     was itself a stray piece is not chased further.
 
+    ``sequential=True`` is the reference's own algorithm (the ``reference`` recipe): labels in the given order on the
+    volume as modified so far, every component of the largest size kept, a vote tie won by the label met first in
+    C-order raster scan of the shell.
+
     Parameters
     ----------
     labels : np.ndarray
@@ -103,6 +125,8 @@ def refine_parcels(
         Neighbourhood defining a label's components.
     exclude : iterable of int
         Labels never used as replacements.
+    sequential : bool
+        Reference semantics (order-dependent), see above.
 
     Returns
     -------
@@ -130,6 +154,12 @@ def refine_parcels(
     wanted = sorted({int(v) for v in labels_to_refine if int(v) > 0})
     if not wanted or labels.size == 0:
         return out
+    if sequential:
+        for label in dict.fromkeys(int(v) for v in labels_to_refine if int(v) > 0):  # the given order
+            box = ndimage.find_objects((out == label).astype(np.int8))  # earlier relabellings may have grown it
+            if box:
+                _refine_one(out, out, label, box[0], structure, exclude_arr, sequential=True)
+        return out
     top = max(wanted)
     # find_objects needs non-negative labels; values above the largest wanted label are irrelevant here
     boxes = ndimage.find_objects(np.where((labels > 0) & (labels <= top), labels, 0).astype(np.int32), max_label=top)
@@ -137,4 +167,23 @@ def refine_parcels(
         box = boxes[label - 1]
         if box is not None:
             _refine_one(labels, out, label, box, structure, exclude_arr)
+    return out
+
+
+def fill_brain(parc: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Parcels inside the brain ``mask`` everywhere: background voxels in it take the nearest labelled voxel's parcel;
+    voxels outside it become background. A brain-mask voxel is brain by definition, so "background" there is an error
+    of the network or the prior, and every volume in the tables would miss it.
+    """
+    parc = np.asarray(parc)
+    mask = np.asarray(mask, dtype=bool)
+    labelled = (parc > 0) & mask
+    out = np.where(mask, parc, 0).astype(parc.dtype)
+    holes = mask & ~labelled
+    if not holes.any() or not labelled.any():
+        return out
+    box = tuple(slice(int(ax.min()), int(ax.max()) + 1) for ax in np.nonzero(mask))
+    _, nearest = ndimage.distance_transform_edt(~labelled[box], return_indices=True)
+    filled = parc[box][tuple(nearest)]
+    out[box] = np.where(holes[box], filled, out[box])
     return out

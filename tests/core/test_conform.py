@@ -162,3 +162,13 @@ def test_unconform_channels_last():
     probs = np.stack([np.asarray(c.img.dataobj)] * 2, axis=-1)
     back = unconform(probs, c, order=1)
     assert back.shape == (*img.shape, 2)
+
+
+def test_origin_anchored_grid_keeps_the_first_voxel():
+    """anchor='origin': SimpleITK's resampling as the published scripts call it (reference recipe)."""
+    img = nib.Nifti1Image(np.random.default_rng(0).random((20, 18, 16)).astype(np.float32), np.diag([-1, 1, 1, 1.0]))
+    out = conform(img, 0.8, crop_to_head=False, anchor="origin", antialias=False)
+    assert out.img.shape == (25, 22, 20)  # round(n * 1 / 0.8), SimpleITK's size
+    np.testing.assert_allclose(out.img.affine[:3, 3], img.affine[:3, 3])
+    np.testing.assert_allclose(out.transform.offset, 0)
+    np.testing.assert_allclose(np.asarray(out.img.dataobj)[0, 0, 0], np.asarray(img.dataobj)[0, 0, 0], rtol=1e-6)

@@ -154,3 +154,19 @@ def test_shipped_output_with_planted_islands(adult_dk):
     out = refine_parcels(planted)
     assert set(components_per_label(out, REFERENCE_REFINED_LABELS).values()) == {1}
     assert (out != dk).mean() < 1e-5
+
+
+def test_sequential_mode_follows_the_reference_tie_rules():
+    """Sequential (reference) mode: equal largest pieces all stay; a vote tie goes to the label met first in raster
+    order of the shell (the order-free mode keeps one piece and gives ties to the smallest id)."""
+    vol = np.full((7, 7, 15), 50, dtype=np.int16)
+    vol[1:3, 1:3, 1:3] = 3  # two equal pieces of label 3
+    vol[4:6, 4:6, 4:6] = 3
+    assert np.array_equal(refine_parcels(vol, labels_to_refine=[3], sequential=True), vol)
+    assert int((refine_parcels(vol, labels_to_refine=[3]) == 3).sum()) == 8
+    vol = np.zeros((5, 5, 9), dtype=np.int16)
+    vol[:, :, :4], vol[:, :, 5:] = 9, 7
+    vol[1:4, 1:4, 0:3] = 1  # the big piece of label 1
+    vol[2, 2, 4] = 1  # an island whose shell holds one 9 (z - 1, first in raster order) and one 7 (z + 1)
+    assert refine_parcels(vol, labels_to_refine=[1], sequential=True)[2, 2, 4] == 9
+    assert refine_parcels(vol, labels_to_refine=[1])[2, 2, 4] == 7

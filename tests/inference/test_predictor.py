@@ -82,7 +82,14 @@ def test_roi_from_nonzero_intensity_without_mask():
 def test_official_geometry_covers_whole_image():
     intensity, edge, _ = phantom()
     res = predict_parcellation(
-        FakeCascade(), intensity, edge, CARD, device="cpu", normalise=False, official_geometry=True
+        FakeCascade(),
+        intensity,
+        edge,
+        CARD,
+        device="cpu",
+        normalise=False,
+        official_geometry=True,
+        restrict_to_mask=False,
     )
     tissue, _ = expected_maps(intensity, tuple(slice(0, s) for s in SHAPE))
     assert np.array_equal(res.tissue, tissue)
