@@ -6,11 +6,10 @@ pipeline's outputs; it is chosen automatically for official checkpoints. ``fast`
 compact sums, masking, N4) and the default for our weights. :mod:`brainparc.pipeline` reads the fields; nothing else
 decides these steps.
 
-Where the published code has a bug (spec §7) the reference recipe keeps our fix (docs/models.md, "The reference
-recipe"): physical-space resampling back to the input grid instead of the size-based one (item 23), float32 sums
-instead of float64 (item 20; relative difference ~1e-7), the sums kept only within ``region_margin`` voxels of the
-brain (item 20: the published float64 sums over the whole padded field of view need 24-41 GB), and no temporary files
-next to the input (item 21).
+Where the published code has a bug (spec §7) the reference recipe keeps our fix (docs/recipes.md): physical-space
+resampling back to the input grid instead of the size-based one (item 23), float32 sums instead of float64 (item 20;
+relative difference ~1e-7), the sums kept only within ``region_margin`` voxels of the brain (item 20: the published
+float64 sums over the whole padded field of view need 24-41 GB), and no temporary files next to the input (item 21).
 """
 
 from __future__ import annotations
