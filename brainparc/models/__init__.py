@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atlas_net import AtlasGuidedNet, AtlasPriorNet, atlas_guided_kwargs
 from .autostrip_net import OFFICIAL_FUSION_CROPS as AUTOSTRIP_OFFICIAL_CROPS
 from .autostrip_net import AutoStripNet
 from .brainparc_net import OFFICIAL_FUSION_CROPS as BRAINPARC_OFFICIAL_CROPS
@@ -44,17 +45,22 @@ from .checkpoints import (
 )
 
 __all__ = [
+    "ATLAS_ONLY",
     "BUILDERS",
     "DEFAULT_MODELS",
     "PRESETS",
+    "AtlasGuidedNet",
+    "AtlasPriorNet",
     "AutoStripNet",
     "BrainParcNet",
     "BrainParcStage",
     "CheckpointError",
     "ModelNotFoundError",
     "Preset",
+    "attach_bundled_atlas",
     "available_models",
     "build",
+    "bundled_atlas_entry",
     "load",
     "save",
 ]
@@ -62,9 +68,15 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 #: Network classes a model card may name under ``arch.builder`` (explicit: nothing is discovered at run time).
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"BrainParcNet": BrainParcNet, "AutoStripNet": AutoStripNet}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "BrainParcNet": BrainParcNet,
+    "AutoStripNet": AutoStripNet,
+    "AtlasGuidedNet": AtlasGuidedNet,
+}
 
 TASKS = ("parc", "strip")
+#: The ``--model`` name of atlas-only mode: the warped atlas prior's argmax, no network (:class:`AtlasPriorNet`).
+ATLAS_ONLY = "atlas"
 NORMALISATIONS = ("official-zscore", "minmax", "in-mask-zscore")
 
 
@@ -99,6 +111,14 @@ PRESETS: dict[str, Preset] = {
         dict(_PARC_CARD, spacing_mm=1.0, normalisation="in-mask-zscore", inference={"overlap": 0.25, "cpu_amp": True}),
         "Narrow cascade (6.2 M parameters, ~71 GMAC per 160³ window) with the official geometry, exact fusion FOV "
         "and a 1×1 head of width 32 (the official 3×3×3 107-channel head would dominate the compute).",
+    ),
+    "brainparc-atlas": Preset(
+        "AtlasGuidedNet",
+        atlas_guided_kwargs(widths=(4, 8, 16, 16, 32), res_depths=(1, 1, 1, 1), bottleneck_depth=1, patch_size=64,
+                            valid_size=32),
+        dict(_PARC_CARD, spacing_mm=1.0, normalisation="in-mask-zscore", inference={"overlap": 0.25, "cpu_amp": True}),
+        "Atlas-guided cascade (brainparc.models.atlas_net): a narrow BrainParc cascade on 64³ windows whose parcel "
+        "probabilities multiply the warped DK-struct atlas prior; inputs intensity, edge and template coordinates.",
     ),
     "brainparc-tiny": Preset(
         "BrainParcNet",
@@ -222,6 +242,41 @@ def save(
     return {**card, "sha256": sha256_file(path)}
 
 
+def bundled_atlas_entry() -> dict[str, str]:
+    """The model-card entry naming the bundled atlas (:mod:`brainparc.atlas`): name and sha256."""
+    from brainparc.atlas import load_atlas
+
+    atlas = load_atlas()
+    return {"name": atlas.name, "sha256": atlas.sha256}
+
+
+def attach_bundled_atlas(model: AtlasGuidedNet, entry: Mapping[str, Any] | None = None) -> None:
+    """Attach the bundled atlas to ``model``; with a card ``entry``, refuse an atlas other than the one it names."""
+    from brainparc.atlas import load_atlas
+
+    atlas = load_atlas()
+    if entry is not None and entry.get("sha256") != atlas.sha256:
+        raise CheckpointError(
+            f"these weights were trained with atlas {entry.get('name')} (sha256 {str(entry.get('sha256'))[:12]}), "
+            f"but this installation bundles {atlas.name} (sha256 {atlas.sha256[:12]})"
+        )
+    model.attach_atlas(atlas.prob, atlas.affine)
+
+
+def _atlas_only() -> tuple[nn.Module, dict[str, Any]]:
+    """Atlas-only mode: :class:`AtlasPriorNet` with the bundled atlas, and its card."""
+    from brainparc import __version__, labels
+
+    model = AtlasPriorNet(labels.dk_struct().tissue_of)
+    attach_bundled_atlas(model)
+    entry = bundled_atlas_entry()
+    card = {"preset": "atlas-only", "version": __version__, **_PARC_CARD, "spacing_mm": 1.0,
+            "normalisation": "in-mask-zscore", "atlas": entry, "status": "final", "sha256": entry["sha256"],
+            "inference": {"overlap": 0.0, "cpu_amp": False},  # a deterministic prior: windows tile, nothing to blend
+            "source": "bundled", "training": {"note": "no network: the warped atlas prior's argmax"}}  # fmt: skip
+    return model.eval(), card
+
+
 def _official_card(preset: str) -> dict[str, Any]:
     from brainparc import __version__
 
@@ -254,6 +309,7 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
         (plain or gzip-compressed ``torch.save``, with or without ``module.``); or a bundled name (a preset name looked
         up as ``brainparc/models/weights/<name>.safetensors``, or ``"default"``: the bundled parcellation model).
         Weights whose card has ``status: preliminary`` load with a logged warning (its ``training.note``).
+        ``"atlas"`` (:data:`ATLAS_ONLY`) gives atlas-only mode: :class:`AtlasPriorNet` and the bundled atlas.
 
     Returns
     -------
@@ -268,6 +324,8 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     CheckpointError
         Unreadable or unsafe file, or weights that do not match the network exactly.
     """
+    if str(path_or_name) == ATLAS_ONLY:
+        return _atlas_only()
     path, source = _resolve(path_or_name)
     if is_safetensors(path):
         state, card = read_safetensors(path)
@@ -286,6 +344,8 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
         model = _instantiate(row.builder, row.kwargs, empty=True)
         card, source = _official_card(preset), "official"
     load_state_dict_strict(model, state, what=str(path))
+    if isinstance(model, AtlasGuidedNet):
+        attach_bundled_atlas(model, card.get("atlas"))
     model.preset = card.get("preset")
     card.update(sha256=sha256_file(path), source=source)
     if card.get("status") == "preliminary":

@@ -60,7 +60,8 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--resume", default=S, metavar="auto|PATH", help="auto: newest DIR/checkpoints/chk_*.pt")
     p.add_argument("--device", default=S, help=f"{DEVICES_HELP} (default: auto)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=S, help="bf16 autocast (CUDA, bf16 CPUs)")
-    p.add_argument("--num-workers", type=int, default=S, help=f"DataLoader workers (default: {d.num_workers})")
+    p.add_argument("--num-workers", type=int, default=S,
+                   help="DataLoader workers per rank (default: sized from the CPUs and memory, logged)")  # fmt: skip
     p.add_argument("--seed", type=int, default=S, help=f"seed of data and initialisation (default: {d.seed})")
     p.add_argument("--synth-ratio", type=_ratio, default=S, help=f"synthetic-image share (default: {d.synth_ratio})")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S, help="augment real images (on)")

@@ -29,7 +29,7 @@ __all__ = ["DEVICES_HELP", "PRESET_CHOICES", "TASKS", "TrainConfig", "TrainUsage
 
 TASKS = ("parc", "strip")
 PRESET_CHOICES: dict[str, tuple[str, ...]] = {
-    "parc": ("brainparc-lite", "brainparc-official", "brainparc-tiny"),
+    "parc": ("brainparc-atlas", "brainparc-lite", "brainparc-official", "brainparc-tiny"),
     "strip": ("autostrip-lite", "autostrip-official", "autostrip-tiny"),
 }
 DEFAULT_PRESET = {"parc": "brainparc-lite", "strip": "autostrip-lite"}
@@ -68,7 +68,7 @@ class TrainConfig:
     resume: str | None = None
     device: str = "auto"
     amp: bool = False
-    num_workers: int = 4
+    num_workers: int | None = None  # None: sized from the CPUs and memory (brainparc.train.distributed)
     seed: int = 0
     synth_ratio: float = 0.5
     augment: bool = True
@@ -112,7 +112,7 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < (0 if name in ("val_every", "save_every") else 1)):
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError("num-workers must be ≥ 0")
         if not 0.0 <= self.synth_ratio <= 1.0:
             raise ValueError(f"synth-ratio must lie in [0, 1], got {self.synth_ratio}")

@@ -8,6 +8,7 @@ Layout (``ROOT``)::
                        brain_edge.nii.gz  alias brain_sober.nii.gz; computed on the fly when missing
                        dk-struct.nii.gz   labels in the declaration's label space (or "label_file")
                        tissue.nii.gz      tissue map (used when there is no dk-struct file)
+                       coords.nii.gz      template coordinates [X, Y, Z, 3] (atlas-guided; scripts/build_atlas.py)
                        T1w.nii.gz | pseudo_brain.nii.gz, skull-strip.nii.gz | skull_strip.nii.gz   (task "strip")
 
 ``labels.json`` is either a declaration (schema in :mod:`brainparc.train.labelsets`) or
@@ -33,6 +34,11 @@ between epochs when there are few subjects).  For ``strip``, synthetic heads are
 ``pseudo_brain_prob`` by a randomly dilated brain mask (:func:`pseudo_brain_mask`), which is what the network sees at
 run time (the template pseudo-brain), instead of a whole head.
 
+Atlas-guided models (``coords=True``) get the subject's template coordinates as three more channels, cropped or
+resampled with the same window as the image and never normalised (outside the volume:
+:data:`~brainparc.core.skullstrip.OUTSIDE_TEMPLATE`). They train on real images only (``synth_ratio`` 0): a
+synthesised deformation has no coordinates.
+
 Randomness: every item draws from a generator seeded by ``(seed, epoch, rank, index)``
 (:meth:`PatchDataset.set_epoch`), so patches do not depend on worker assignment; :func:`seed_worker` seeds numpy and
 ``random`` per DataLoader worker for any other library code.
@@ -53,6 +59,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from brainparc.core.skullstrip import OUTSIDE_TEMPLATE
 from brainparc.train.labelsets import IGNORE, CompiledDeclaration, GroupRegistry, LabelDeclaration, load_declaration
 from brainparc.train.synth import (
     SynthParams,
@@ -88,6 +95,7 @@ FILE_ALIASES: dict[str, tuple[str, ...]] = {
     "tissue": ("tissue.nii.gz",),
     "head": ("T1w.nii.gz", "pseudo_brain.nii.gz"),
     "mask": ("skull-strip.nii.gz", "skull_strip.nii.gz"),
+    "coords": ("coords.nii.gz",),
 }
 
 
@@ -257,6 +265,7 @@ class PatchDataset(Dataset):
         rank: int = 0,
         patches_per_subject: int = 1,
         pseudo_brain_prob: float = 0.0,
+        coords: bool = False,
     ):
         if task not in ("parc", "strip"):
             raise ValueError(f"task must be 'parc' or 'strip', got {task!r}")
@@ -277,6 +286,9 @@ class PatchDataset(Dataset):
         if not 0.0 <= pseudo_brain_prob <= 1.0:
             raise ValueError("pseudo_brain_prob must lie in [0, 1]")
         self.patches_per_subject, self.pseudo_brain_prob = int(patches_per_subject), pseudo_brain_prob
+        if coords and (task != "parc" or synth_ratio > 0):
+            raise ValueError("template coordinates need task 'parc' on real images (synth_ratio 0)")
+        self.coords = coords
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
             decl, label_file = folder_declaration(self.root / "data" / folder)
@@ -329,7 +341,14 @@ class PatchDataset(Dataset):
         if image is not None and self.task == "parc":
             edge_path = find_file(e.path, "edge")
             edge = _load(edge_path).astype(np.float32) if edge_path else "missing"
+        coords = None
+        if self.coords:
+            coords_path = find_file(e.path, "coords")
+            if coords_path is None or image is None:
+                raise FileNotFoundError(f"{e.path}: atlas-guided training needs brain and coords.nii(.gz) files")
+            coords = np.moveaxis(_load(coords_path).astype(np.float32), -1, 0)
         return {
+            "coords": coords,
             "image": image,
             "edge": edge,
             "labels": labels,
@@ -359,9 +378,11 @@ class PatchDataset(Dataset):
             image, target = self._real_patch(vol, centre, gen)
         return {"image": image, "target": target, "synthetic": synthetic, "subject": f"{e.folder}/{e.subject}"}
 
-    def _finish(self, img: torch.Tensor, edge: torch.Tensor | None) -> torch.Tensor:
+    def _finish(
+        self, img: torch.Tensor, edge: torch.Tensor | None, coords: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         chans = [img] if edge is None else [img, edge]
-        return torch.stack([c.float() for c in chans])
+        return torch.stack([c.float() for c in chans + (coords or [])])
 
     def _real_patch(self, vol: dict[str, Any], centre: list[int], gen: torch.Generator):
         P, shape = self.patch_size, vol["targets"].shape
@@ -372,7 +393,8 @@ class PatchDataset(Dataset):
                 vol["edge"] = _edge_array(vol["image"])
             start = window_start(centre, shape, P, self.margin)
             edge = None if vol["edge"] is None else crop_pad(_normalise(vol["edge"], norm, brain), start, P)
-            return self._finish(crop_pad(img, start, P), edge), crop_pad(
+            coords = None if vol["coords"] is None else [crop_pad(c, start, P, OUTSIDE_TEMPLATE) for c in vol["coords"]]
+            return self._finish(crop_pad(img, start, P), edge, coords), crop_pad(
                 vol["targets"].astype(np.int64), start, P, IGNORE
             )
         grid = random_spatial_grid(shape, (P,) * 3, gen, self.augment, tuple(float(c) for c in centre))
@@ -386,7 +408,13 @@ class PatchDataset(Dataset):
         mask = ((target != 0) & inside).numpy()
         patch = torch.from_numpy(_normalise(patch.numpy(), norm, mask))
         edge = torch.from_numpy(_normalise(_edge_array(patch.numpy()), norm, mask)) if self.task == "parc" else None
-        return self._finish(patch, edge), target
+        coords = None
+        if vol["coords"] is not None:  # shifted so that zero padding outside the volume lands on OUTSIDE_TEMPLATE
+            coords = [
+                resample(torch.from_numpy(c - OUTSIDE_TEMPLATE), grid, "bilinear") + OUTSIDE_TEMPLATE
+                for c in vol["coords"]
+            ]
+        return self._finish(patch, edge, coords), target
 
     def _priors(self, compiled: CompiledDeclaration, fresh: int) -> tuple[torch.Tensor, torch.Tensor]:
         """T1-like intensity priors per source label value from the tissue of its group.

@@ -64,6 +64,24 @@ def init_distributed(env: DistEnv, backend: str | None = None, timeout_min: floa
     return device
 
 
+#: Resident memory of one DataLoader worker holding a subject's volumes (measured ~1 GB for the 1 mm roots).
+WORKER_BYTES = 1 << 30
+#: Resident memory of one training rank (brainparc-lite on the CPU peaked at ~7 GB).
+RANK_BYTES = 7 << 30
+
+
+def loader_workers(world_size: int = 1, cpus: int | None = None, available_bytes: int | None = None) -> int:
+    """DataLoader workers per rank that this machine can carry: one CPU per rank stays for the training itself, and
+    ranks plus workers must fit in the available memory (at most 4 per rank)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if available_bytes is None:
+        available_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    by_cpu = cpus // max(world_size, 1) - 1
+    by_memory = (available_bytes // max(world_size, 1) - RANK_BYTES) // WORKER_BYTES
+    return int(max(0, min(4, by_cpu, by_memory)))
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from torch import nn
 
 from brainparc.train.config import TrainConfig, TrainUsageError
 from brainparc.train.data import PatchDataset, fully_labelled_fractions, read_file_list, select_role
-from brainparc.train.distributed import DistEnv, init_distributed, make_loader
+from brainparc.train.distributed import DistEnv, init_distributed, loader_workers, make_loader
 from brainparc.train.loop import Trainer, cascade_loss_fn, latest_checkpoint, reference_lr_factor, strip_loss_fn
 from brainparc.train.synth import SynthParams
 
@@ -78,6 +79,8 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
         kwargs = dict(row.kwargs) | {"patch_size": cfg.patch_size, "valid_size": cfg.valid_size, "fusion_crops": None}
         model = models.BUILDERS[row.builder](**kwargs)
         model.preset = cfg.preset
+    if isinstance(model, models.AtlasGuidedNet):
+        models.attach_bundled_atlas(model)
     if cfg.init is not None:
         source, card = models.load(cfg.init)
         builder, wanted = card.get("arch", {}).get("builder"), type(model).__name__
@@ -117,9 +120,15 @@ def _attach_log(out: Path, is_main: bool) -> logging.Handler | None:
     return handler
 
 
-def _datasets(cfg: TrainConfig, env: DistEnv, patch_size: int, normalisation: str) -> tuple[PatchDataset, PatchDataset]:
-    """Training and validation datasets sharing one group registry."""
-    common = dict(task=cfg.task, patch_size=patch_size, file_list=cfg.file_list, normalisation=normalisation)
+def _datasets(
+    cfg: TrainConfig, env: DistEnv, patch_size: int, normalisation: str, coords: bool = False
+) -> tuple[PatchDataset, PatchDataset]:
+    """Training and validation datasets sharing one group registry (``coords``: with template coordinates)."""
+    if coords and cfg.synth_ratio > 0:
+        raise TrainUsageError("atlas-guided presets train on real images only: pass --synth-ratio 0")
+    common = dict(
+        task=cfg.task, patch_size=patch_size, file_list=cfg.file_list, normalisation=normalisation, coords=coords
+    )
     augment = SynthParams(lowres_prob=0.1, nonlin_std=2.0, translation=0.0) if cfg.augment else None
     train = PatchDataset(
         cfg.data,
@@ -261,7 +270,10 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed window size: let cuDNN pick the fastest 3-D convolutions
     base_card = dict(models.PRESETS[cfg.preset].card)
-    train, val = _datasets(cfg, env, model.patch_size, base_card["normalisation"])
+    atlas_guided = isinstance(model, models.AtlasGuidedNet)
+    if atlas_guided:
+        base_card["atlas"] = models.bundled_atlas_entry()
+    train, val = _datasets(cfg, env, model.patch_size, base_card["normalisation"], coords=atlas_guided)
     weights = _class_weights(cfg, train)
     if cfg.grad_checkpoint:
         LOGGER.info("gradient checkpointing on %d blocks", enable_grad_checkpointing(model))
@@ -272,7 +284,15 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
         loss_fn = strip_loss_fn(model.valid_size)
     trainer = _make_trainer(cfg, model, loss_fn, device, env)
     _resume(cfg, trainer)
-    loader = make_loader(train, cfg.batch_size, env, workers=cfg.num_workers, seed=cfg.seed, pin_memory=False)
+    workers = cfg.num_workers
+    if workers is None:
+        workers = loader_workers(env.world_size)
+        LOGGER.info(
+            "DataLoader workers per rank: %d (from %d CPUs, %.1f GB available, world size %d; --num-workers sets it)",
+            workers, len(os.sched_getaffinity(0)), os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9,
+            env.world_size,
+        )  # fmt: skip
+    loader = make_loader(train, cfg.batch_size, env, workers=workers, seed=cfg.seed, pin_memory=False)
     if len(loader) == 0:
         raise TrainDataError(
             f"{len(train)} training subject(s) cannot fill one batch of {cfg.batch_size} per rank × {env.world_size}"

@@ -56,7 +56,7 @@ def _parc_row(model: nn.Module, ds: PatchDataset, index: int, card: Mapping[str,
     if vol["image"] is None:
         return {}
     edge = _edge_array(vol["image"]) if isinstance(vol["edge"], str) else vol["edge"]
-    res = predict_parcellation(model, vol["image"], edge, dict(card), mask=vol["brain"], **kw)
+    res = predict_parcellation(model, vol["image"], edge, dict(card), mask=vol["brain"], coords=vol["coords"], **kw)
     targets = np.asarray(vol["targets"], dtype=np.int64)
     single = (targets >= 0) & (targets < NUM_CLASSES)
     parc = dice_per_class(res.parc, targets, range(1, NUM_CLASSES), single)

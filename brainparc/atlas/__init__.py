@@ -1,0 +1,118 @@
+"""The probabilistic DK-struct atlas on the pipeline's template, and its warp to a subject.
+
+The atlas holds, for every voxel of a 2 mm grid in the space of the MNI ICBM 2009a template that the skull-strip stage
+registers to every image (:func:`brainparc.core.skullstrip.register_template`), the probability of each of the 107
+BrainParc classes. It was built by ``scripts/build_atlas.py`` from the development label maps (sources and licences in
+``docs/models.md``), each registered with that same function, so the atlas is in the space the pipeline's
+registration actually produces.
+
+Warping needs no second registration: :class:`~brainparc.core.skullstrip.TemplateFit` carries the template coordinate
+of every subject voxel, and :func:`warp_atlas` samples the atlas there (trilinear). Outside the atlas box the prior is
+background.
+
+The file (``data/dk_struct_mni2009a_2mm.npz``) stores the probabilities as uint8 (``p × 255``) plus, for every voxel,
+the nearest cortical parcel (``cortex_fill``): a subject's cortex may lie where no atlas subject had cortex, and there
+the parcel ranking comes from the nearest parcel the atlas knows (weight :data:`FILL_WEIGHT`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ATLAS_FILE", "FILL_WEIGHT", "Atlas", "atlas_argmax", "load_atlas", "warp_atlas"]
+
+#: The bundled atlas file.
+ATLAS_FILE = Path(__file__).with_name("data") / "dk_struct_mni2009a_2mm.npz"
+#: Probability mass given to the nearest cortical parcel everywhere (a ranking of parcels where the atlas has none).
+FILL_WEIGHT = 0.02
+#: Floor of every class's probability (the network's evidence can always overrule the prior).
+FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """Class probabilities ``prob`` (float32 ``[107, I, J, K]``, sums to 1) on the grid of ``affine`` (voxel → mm)."""
+
+    prob: np.ndarray
+    affine: np.ndarray
+    name: str
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def load_atlas(path: str | Path | None = None) -> Atlas:
+    """Read the atlas (the bundled one by default): probabilities with the cortex fill and the floor applied."""
+    path = Path(path) if path is not None else ATLAS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"atlas file not found: {path} (build it with scripts/build_atlas.py)")
+    with np.load(path, allow_pickle=False) as f:
+        prob = f["prob"].astype(np.float32) / 255.0
+        fill = f["cortex_fill"].astype(np.int64)
+        affine = f["affine"].astype(np.float64)
+        name = str(f["name"])
+    n = prob.shape[0]
+    onehot = np.zeros_like(prob)
+    np.put_along_axis(onehot, fill[None], 1.0, axis=0)
+    prob = prob + FILL_WEIGHT * onehot * (fill[None] > 0) + FLOOR
+    prob /= prob.sum(axis=0, keepdims=True)
+    assert prob.shape[0] == n
+    return Atlas(prob.astype(np.float32), affine, name, _sha256(path))
+
+
+def _grid(atlas_shape: tuple[int, ...], affine: np.ndarray, coords):
+    """``grid_sample`` grid (last axis: k, j, i normalised to [-1, 1]) of world coordinates ``coords[..., 3]``."""
+    import torch
+
+    inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32)
+    ijk = coords @ inv[:3, :3].T + inv[:3, 3]
+    size = torch.tensor([s - 1 for s in atlas_shape], dtype=torch.float32)
+    return (2 * ijk / size - 1).flip(-1)
+
+
+def warp_atlas(prob, affine: np.ndarray, coords):
+    """Atlas probabilities at the template coordinates ``coords`` (torch ``[B, 3, X, Y, Z]``, mm): ``[B, C, X, Y, Z]``.
+
+    ``prob`` is the atlas as a torch tensor ``[C, I, J, K]`` (any float dtype). Coordinates outside the atlas box
+    (including :data:`~brainparc.core.skullstrip.OUTSIDE_TEMPLATE`) get background (class 0) with probability 1.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b = coords.shape[0]
+    grid = _grid(tuple(prob.shape[1:]), affine, coords.float().permute(0, 2, 3, 4, 1))
+    vol = prob[None].expand(b, *prob.shape).to(grid.dtype)
+    out = F.grid_sample(vol, grid.to(prob.device), mode="bilinear", padding_mode="zeros", align_corners=True)
+    missing = (1.0 - out.sum(dim=1, keepdim=True)).clamp_min(0.0)
+    return torch.cat([out[:, :1] + missing, out[:, 1:]], dim=1)
+
+
+def atlas_argmax(atlas: Atlas, coords: np.ndarray, mask: np.ndarray | None = None, slab: int = 8) -> np.ndarray:
+    """The warped prior's most probable class at every voxel (int16 ``[X, Y, Z]``).
+
+    With a brain ``mask``, voxels inside it get the most probable brain class (never background) and voxels outside 0.
+
+    Runs in slabs of ``slab`` voxels along the first axis, so memory stays at ``107 × slab × Y × Z`` floats.
+    """
+    import torch
+
+    prob = torch.from_numpy(atlas.prob)
+    out = np.zeros(coords.shape[1:], dtype=np.int16)
+    with torch.inference_mode():
+        for start in range(0, coords.shape[1], slab):
+            c = torch.from_numpy(np.ascontiguousarray(coords[:, start : start + slab]))[None]
+            p = warp_atlas(prob, atlas.affine, c)[0]
+            if mask is not None:
+                p[0] = -1.0
+            out[start : start + slab] = p.argmax(dim=0).numpy().astype(np.int16)
+    if mask is not None:
+        out[~np.asarray(mask, dtype=bool)] = 0
+    return out
