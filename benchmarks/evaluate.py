@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     with (a.out / "per_structure.tsv").open("w", encoding="utf-8") as fh:
         fh.write("system\tcase\tgroup\tlabel\tdice\n")
         fh.writelines(f"{r['system']}\t{r['case']}\t{r['group']}\t{r['label']}\t{r['dice']:.4f}\n" for r in rows)
+    if not a.score_only:  # systems run earlier into the same folder keep their entries
+        results = {**_earlier(a.out / "results.json"), **results}
     (a.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if "brainchop" in chosen:
         figure = side_by_side(all_cases["brainchop"]["input"], a.out, systems, a.out / "brainchop_side_by_side.png")

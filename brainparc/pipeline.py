@@ -57,7 +57,8 @@ class ParcellateOptions:
     overlap: float | None = None
     amp: bool | None = None
     bias_correct: bool = True  # False: the image is already N4-corrected on its own grid (the BIDS App's N4 node)
-    progress: bool = False
+    recipe: str = "auto"  # brainparc.inference.recipes: "auto" (reference for official weights, else fast)
+    progress: bool | str = False  # tqdm bars on stderr (registration, windows); a string labels them
 
 
 @dataclass
@@ -84,8 +85,11 @@ class ParcellationOutputs:
 
 
 def load_models(specs: Sequence[str]) -> LoadedModels:
-    """Load the weights named on the command line (``default``, paths, or bundled names), one per task."""
-    from brainparc.models import DEFAULT_MODELS, load
+    """Load the weights named on the command line (``default``, ``atlas``, paths, or bundled names), one per task.
+
+    ``atlas`` (atlas-only parcellation) keeps the bundled skull-stripping network unless another one is given.
+    """
+    from brainparc.models import ATLAS_ONLY, DEFAULT_MODELS, load
 
     names = [name for spec in specs for name in (DEFAULT_MODELS if spec == "default" else (spec,))]
     by_task: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -95,6 +99,8 @@ def load_models(specs: Sequence[str]) -> LoadedModels:
         if task in by_task:
             raise ValueError(f"two {task!r} models given ({by_task[task][1].get('preset')} and {name}); give one")
         by_task[task] = (model, card)
+    if ATLAS_ONLY in specs and "strip" not in by_task:
+        by_task["strip"] = load(DEFAULT_MODELS[1])
     if "parc" not in by_task:
         raise ValueError("no parcellation model given: pass --model default or --model PATH to BrainParc weights")
     strip = by_task.get("strip", (None, None))
@@ -118,17 +124,61 @@ class _Timer:
 
 
 def _model_entry(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The provenance record of one model: identity, plus the card's ``status`` and recipe (shown by the reports)."""
     if card is None:
         return None
-    return {k: card.get(k) for k in ("preset", "task", "source", "sha256", "version", "normalisation", "spacing_mm")}
+    entry = {k: card.get(k) for k in ("preset", "task", "source", "sha256", "version", "normalisation", "spacing_mm")}
+    training = card.get("training") or {}
+    entry.update(
+        status=card.get("status"), recipe=training.get("recipe") or training.get("origin"), note=training.get("note")
+    )
+    return entry
 
 
-def inference_settings(card: dict[str, Any], opts: ParcellateOptions) -> tuple[float, bool | None]:
-    """Window overlap and autocast setting: the options when given, else the model card's defaults."""
+def _progress(opts: ParcellateOptions, what: str) -> bool | str:
+    """The ``progress`` argument of one stage: off, or a bar labelled ``what`` (after the options' own label)."""
+    if not opts.progress:
+        return False
+    return f"{opts.progress}: {what}" if isinstance(opts.progress, str) else what
+
+
+def _template_coordinates(
+    card: dict[str, Any], stripped: Any, brain: nib.Nifti1Image, timer: _Timer, opts: ParcellateOptions
+) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """Template coordinates of the model grid for atlas-guided models (``card["atlas"]``), with their provenance.
+
+    One registration per image: the skull-strip stage's template registration when it ran (whole heads) and the
+    model grid is its grid; otherwise (skull-stripped input, a user mask, or a native-grid strip) the brain template
+    is registered to the skull-stripped brain here, and the cost is recorded.
+    """
+    from brainparc.core.skullstrip import register_template
+
+    if not card.get("atlas"):
+        return None, None
+    fit = stripped.registration
+    reused = fit is not None and fit.coords.shape[1:] == brain.shape
+    if not reused:
+        with timer.stage("template_registration"):
+            fit = register_template(brain, template="brain", nthreads=opts.nthreads)
+    entry = {**card["atlas"], "template": "MNI ICBM 2009a (nilearn)", "registration": fit.template}
+    entry.update(shared_with_skull_strip=reused, registration_s=fit.seconds)
+    return fit.coords, entry
+
+
+def inference_settings(
+    card: dict[str, Any], opts: ParcellateOptions, cuda_amp: bool = True
+) -> tuple[float, bool | None]:
+    """Window overlap and autocast setting: the options when given, else the model card's defaults (autocast on CUDA
+    only with ``cuda_amp``, the recipe's setting)."""
     defaults = card.get("inference") or {}
     overlap = opts.overlap if opts.overlap is not None else float(defaults.get("overlap", 0.5))
-    amp = opts.amp if opts.amp is not None else (True if defaults.get("cpu_amp") else None)
+    amp = opts.amp if opts.amp is not None else (True if defaults.get("cpu_amp") else (None if cuda_amp else False))
     return overlap, amp
+
+
+def _autocast_used(amp: bool | None, device: str) -> bool:
+    """Whether the network ran under autocast (``None`` = on CUDA only)."""
+    return bool(amp) or (amp is None and device.startswith("cuda"))
 
 
 def parcellate_image(
@@ -136,25 +186,33 @@ def parcellate_image(
 ) -> ParcellationOutputs:
     """Skull-strip and parcellate one validated T1w image; every output is returned on ``img``'s grid.
 
-    With ``opts.bias_correct`` (default) ``img`` is N4-corrected on its own grid first; pass ``bias_correct=False``
-    for an image that already is (the result of :func:`brainparc.core.bias.n4` on the same grid).
+    With ``opts.bias_correct`` (default) ``img`` is N4-corrected on its own grid first when the recipe has N4; pass
+    ``bias_correct=False`` for an image that already is (the result of :func:`brainparc.core.bias.n4` on the same
+    grid). Every step around the networks follows the :class:`~brainparc.inference.recipes.Recipe` of ``opts.recipe``.
     """
+    import torch
+
     from brainparc.core.bias import n4
     from brainparc.core.conform import conform, unconform
     from brainparc.core.edges import sobel_edges
-    from brainparc.core.postproc import refine_parcels
+    from brainparc.core.postproc import fill_brain, refine_parcels
     from brainparc.core.skullstrip import strip_skull
     from brainparc.inference import predict_brain_mask, predict_parcellation, resolve_device, set_threads
+    from brainparc.inference.recipes import recipe_for
+    from brainparc.inference.sliding_window import Resample
 
     set_threads(opts.nthreads)
     device = resolve_device(opts.device)
+    recipe = recipe_for(models.parc_card, opts.recipe)
     timer = _Timer()
     head = img
-    if opts.bias_correct:
+    if opts.bias_correct and recipe.bias_correct:
         with timer.stage("bias_correction"):
             head = n4(img, nthreads=opts.nthreads)
-    with timer.stage("conform"):
-        conformed = conform(head, models.parc_card.get("spacing_mm"))
+    spacing = models.parc_card.get("spacing_mm")
+    grid = {"crop_to_head": recipe.crop_to_head, "anchor": recipe.grid_anchor, "antialias": recipe.antialias}
+    with timer.stage("conform"):  # the skull-strip grid: the input grid reoriented, or already the model grid
+        conformed = conform(head, None if recipe.strip_native_grid else spacing, **grid)
         work = conformed.img
     user_mask = None
     if opts.brain_mask is not None:
@@ -164,7 +222,7 @@ def parcellate_image(
         user_mask = conformed.transform.to_model_grid(np.asarray(mask_img.dataobj) > 0, order=0)
 
     refine = None
-    strip_overlap, strip_amp = inference_settings(models.strip_card or {}, opts)
+    strip_overlap, strip_amp = inference_settings(models.strip_card or {}, opts, recipe.cuda_amp)
     if models.strip is not None:
 
         def refine(arr: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -175,44 +233,73 @@ def parcellate_image(
                 device=device,
                 overlap=strip_overlap,
                 amp=strip_amp,
-                progress=opts.progress,
+                progress=_progress(opts, "skull-strip windows"),
+                official_geometry=recipe.strip_official_tiling,
             )
 
     with timer.stage("skull_strip"):
-        stripped = strip_skull(work, mode=opts.skull_strip, mask=user_mask, refine=refine, nthreads=opts.nthreads)
+        stripped = strip_skull(
+            work,
+            mode=opts.skull_strip,
+            mask=user_mask,
+            refine=refine,
+            nthreads=opts.nthreads,
+            cleanup=recipe.strip_cleanup,
+            progress=opts.progress,
+        )
     strip_provenance = {"mode": opts.skull_strip, "method": stripped.method}
     if stripped.method == "pseudo-brain+refine":  # the network ran: with which settings
-        strip_provenance.update(overlap=strip_overlap, autocast=bool(strip_amp) or device.type == "cuda")
+        strip_provenance.update(
+            overlap=0.5 if recipe.strip_official_tiling else strip_overlap,
+            autocast=_autocast_used(strip_amp, device.type),
+        )
     if stripped.method == "pseudo-brain":
         LOGGER.warning("no skull-stripping network given: the brain mask is the registered template mask only")
     mask = np.asarray(stripped.mask.dataobj) > 0
-    overlap, amp = inference_settings(models.parc_card, opts)
+    overlap, amp = inference_settings(models.parc_card, opts, recipe.cuda_amp)
+    brain, parc_mask, resample, model_grid = stripped.brain, mask, None, conformed.transform
+    if recipe.strip_native_grid:  # the brain to the model grid; the network's sums come back trilinearly
+        with timer.stage("conform_brain"):
+            on_model_grid = conform(stripped.brain, spacing, **grid)
+            brain, model_grid = on_model_grid.img, on_model_grid.transform
+            parc_mask = model_grid.to_model_grid(mask.astype(np.uint8), order=0) > 0
+            resample = Resample(tuple(model_grid.scale), tuple(model_grid.offset), model_grid.las_shape)
+    coords, atlas_provenance = _template_coordinates(models.parc_card, stripped, brain, timer, opts)
     with timer.stage("sobel_edges"):
-        edges = sobel_edges(stripped.brain)
+        edges = sobel_edges(brain, dtype=np.dtype(recipe.edge_dtype))
     with timer.stage("parcellation"):
         result = predict_parcellation(
             models.parc,
-            np.asarray(stripped.brain.dataobj, dtype=np.float32),
+            np.asarray(brain.dataobj, dtype=np.float32),
             np.asarray(edges.dataobj, dtype=np.float32),
             models.parc_card,
-            mask=mask,
+            mask=parc_mask,
             device=device,
             overlap=overlap,
             amp=amp,
-            progress=opts.progress,
+            progress=_progress(opts, "parcellation windows"),
+            roi_margin=recipe.region_margin,
+            official_geometry=recipe.official_tiling,
+            resample=resample,
+            coords=coords,
         )
-    with timer.stage("postprocess"):
-        parc = refine_parcels(result.parc)
-        parc[~mask] = 0
+    with timer.stage("postprocess"):  # results are on the skull-strip grid
+        parc = refine_parcels(result.parc) if recipe.refine == "independent" else result.parc
+        if recipe.mask_labels:
+            parc = fill_brain(parc, mask)
         tissue_probs = result.tissue_probs
     with timer.stage("unconform"):
         out_mask = unconform(mask.astype(np.uint8), conformed, order=0)
         out_brain = unconform(np.asarray(stripped.brain.dataobj, dtype=np.float32), conformed, order=1)
         out_parc = unconform(parc.astype(np.int16), conformed, order=0)
+        if recipe.refine == "sequential":  # the reference's order-dependent clean-up, on the final grid
+            refined = refine_parcels(np.asarray(out_parc.dataobj), sequential=True)
+            out_parc = nib.Nifti1Image(refined, out_parc.affine, out_parc.header)
         probs = np.moveaxis(tissue_probs, 0, -1).astype(np.float32)
         out_probs = unconform(probs, conformed, order=1)
-        in_mask = np.asarray(out_mask.dataobj) > 0
-        tissue = np.argmax(np.asarray(out_probs.dataobj), axis=-1).astype(np.int16) * in_mask
+        tissue = np.argmax(np.asarray(out_probs.dataobj), axis=-1).astype(np.int16)
+        if recipe.mask_labels:
+            tissue *= np.asarray(out_mask.dataobj) > 0
         out_tissue = nib.Nifti1Image(tissue.astype(np.int16), img.affine, out_mask.header)
         out_tissue.header.set_data_dtype(np.int16)
 
@@ -221,13 +308,21 @@ def parcellate_image(
         "models": {"parcellation": _model_entry(models.parc_card), "skull_strip": _model_entry(models.strip_card)},
         "device": result.device,
         "requested_device": opts.device,
-        "nthreads": opts.nthreads,
-        "bias_correction": "n4 (input grid)" if opts.bias_correct else "input already n4-corrected",
+        "nthreads": torch.get_num_threads(),  # the value used (opts.nthreads, else torch's default)
+        "bias_correction": (
+            "input already n4-corrected"
+            if not opts.bias_correct
+            else "n4 (input grid)"
+            if recipe.bias_correct
+            else "none (recipe)"
+        ),
+        "inference_recipe": recipe.to_dict(),
         "skull_strip": strip_provenance,
-        "model_grid": {"spacing_mm": list(conformed.spacing), "shape": list(conformed.transform.out_shape)},
+        "atlas": atlas_provenance,
+        "model_grid": {"spacing_mm": list(model_grid.spacing), "shape": list(model_grid.out_shape)},
         "windows": result.n_windows,
-        "overlap": overlap,
-        "autocast": bool(amp) or result.device.startswith("cuda"),
+        "overlap": 0.5 if recipe.official_tiling else overlap,
+        "autocast": _autocast_used(amp, result.device),
         "timings_s": timer.seconds,
         "python": platform.python_version(),
     }

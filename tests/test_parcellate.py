@@ -188,6 +188,28 @@ def test_inference_settings_follow_the_card_unless_overridden():
     assert inference_settings(lite, ParcellateOptions(overlap=0.5, amp=False)) == (0.5, False)
     official = dict(PRESETS["brainparc-official"].card)
     assert inference_settings(official, ParcellateOptions()) == (0.5, None)  # autocast on CUDA only
+    assert inference_settings(official, ParcellateOptions(), cuda_amp=False) == (0.5, False)  # reference: fp32
+    assert inference_settings(official, ParcellateOptions(amp=True), cuda_amp=False) == (0.5, True)  # unless asked
+
+
+def test_reference_recipe_end_to_end(tmp_path, tiny_models):
+    """--recipe reference: no N4, whole field of view, origin-anchored model grid, sums resampled back, no masking;
+    recorded in provenance. A 1.25 mm input makes the model grid (tiny card: 1 mm) differ from the input grid."""
+    src = tmp_path / "t1.nii.gz"
+    img = _phantom(shape=(52, 58, 48), affine=np.diag([1.25, 1.25, 1.25, 1.0]))
+    nib.save(img, src)
+    out = tmp_path / "out"
+    code = main(["parcellate", str(src), "-o", str(out), "--skull-strip", "skip", "--recipe", "reference",
+                 *_args(tiny_models[:1])])  # fmt: skip
+    assert code == EXIT_OK
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["inference_recipe"]["name"] == "reference" and prov["bias_correction"] == "none (recipe)"
+    assert prov["model_grid"]["shape"] == [65, 72, 60]  # round(n × 1.25), whole field of view
+    assert "bias_correction" not in prov["timings_s"] and "conform_brain" in prov["timings_s"]
+    parc = nib.load(out / "brainparc_dseg.nii.gz")
+    assert parc.shape == img.shape and np.allclose(parc.affine, img.affine)
+    brain = np.asarray(nib.load(out / "brain.nii.gz").dataobj)
+    np.testing.assert_allclose(brain, np.asarray(img.dataobj), rtol=1e-6)  # no N4, exact reorientation only
 
 
 @pytest.mark.parametrize("inference", [None, {"overlap": 0.25, "cpu_amp": True}])
@@ -202,7 +224,8 @@ def test_skull_strip_network_uses_its_own_card_settings(tmp_path, tiny_models, m
     models.save(strip_model, strip, preset=card["preset"], **extra)
     box = np.zeros((64, 72, 60), np.uint8)
     box[4:60, 4:68, 4:56] = 1
-    monkeypatch.setattr(skullstrip, "pseudo_brain_mask", lambda img, **kw: box)  # no registration in a unit test
+    fit = skullstrip.TemplateFit(box > 0, np.zeros((3, *box.shape), np.float32), "head", 0.0)
+    monkeypatch.setattr(skullstrip, "register_template", lambda img, **kw: fit)  # no registration in a unit test
     src = tmp_path / "t1.nii.gz"
     nib.save(_phantom(), src)
     code = main(["parcellate", str(src), "-o", str(tmp_path / "o"), "--skull-strip", "force",

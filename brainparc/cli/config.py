@@ -20,6 +20,8 @@ class ExecConfig:
     mem_gb: float | None = None
     stop_on_first_crash: bool = False
     write_graph: bool = False
+    verbose: int = 0  # -v count: nipype's logs on the console too
+    progress: bool = False  # progress bars on stderr (a terminal, no --quiet)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class RunConfig:
     models: tuple[str, ...] = ("default",)
     skull_strip: str = "auto"
     device: str = "auto"
+    recipe: str = "auto"
     reports_only: bool = False
     execution: ExecConfig = field(default_factory=ExecConfig)
     run_uuid: str = field(default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}")

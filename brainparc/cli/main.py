@@ -11,26 +11,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
+from brainparc.cli.logs import setup_logging
 from brainparc.cli.parser import SUBCOMMANDS, get_parser, get_subcommand_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 LOGGER = logging.getLogger("brainparc")
+_depth = 0  # commands running in this process: the demo runs the App's levels through main(), warnings stay once
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_MODEL", "EXIT_OK", "EXIT_USAGE", "get_parser", "main"]
 
 
 def _run_parcellate(args: argparse.Namespace) -> int:
+    from brainparc.cli.logs import show_progress
     from brainparc.pipeline import ParcellateOptions, run_parcellate
 
+    threads = [n for n in (args.omp_nthreads, args.nprocs) if n]  # one process: --nprocs caps the threads
     opts = ParcellateOptions(
         skull_strip=args.skull_strip,
         brain_mask=args.brain_mask,
         device=args.device,
-        nthreads=args.nthreads,
+        nthreads=min(threads) if threads else None,
+        progress=show_progress(args.quiet),
+        recipe=args.recipe,
     )
     result = run_parcellate(args.t1w, args.output_dir, args.model or ["default"], opts)
     print(f"brainparc: wrote {len(result.files)} files to {args.output_dir}")
@@ -48,6 +53,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         resolution=args.resolution,
+        verbosity=["-v"] * args.verbose + (["--quiet"] if args.quiet else []),
     )
 
 
@@ -76,14 +82,6 @@ def _exit_code(exc: BaseException) -> tuple[int, str]:
     return EXIT_FAILED, f"processing failed: {type(exc).__name__}: {exc}"
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry call from nipype
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):  # nipype logs through its own handler
-        logging.getLogger(name).propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -101,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from brainparc.train.cli import run_train
 
         return run_train(args)
-    _setup_logging(args.verbose)
+    global _depth
+    setup_logging(args.verbose, args.quiet, keep_seen=_depth > 0)
     runner = {"parcellate": _run_parcellate, "demo": _run_demo}.get(getattr(args, "command", None), _run_bids_app)
+    _depth += 1
     try:
         return runner(args)
     except KeyboardInterrupt:
@@ -114,3 +114,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             LOGGER.exception("traceback")
         print(f"brainparc: error: {message}", file=sys.stderr)
         return code
+    finally:
+        _depth -= 1

@@ -16,6 +16,7 @@ from brainparc import __version__
 SUBCOMMANDS = ("parcellate", "train", "demo")
 PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph", "LSF", "Condor")
 SKULL_STRIP = ("auto", "force", "skip")
+RECIPES = ("auto", "fast", "reference")  # brainparc.inference.recipes.RECIPE_CHOICES (not imported: it needs torch)
 
 
 def positive_int(value: str) -> int:
@@ -36,17 +37,51 @@ def _label(prefix: str):
     return parse
 
 
-def _mem_gb(value: str) -> float:
-    """``--mem 8``, ``8G``, ``8GB``, ``8000M``/``MB`` → GB."""
-    v = value.strip().upper().removesuffix("B")
-    scale = 1.0 / 1024 if v.endswith("M") else 1.0
+_MEM_UNITS = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}
+#: Below this many MB a memory limit is refused as a probable unit mistake (``--mem-mb 16`` meaning 16 GB).
+MIN_MEM_MB = 256
+
+
+def _memory(value: str, default_unit: str | None, flag: str) -> float:
+    """A memory size in GB from ``16G``, ``16GB``, ``16000M``, ``16000MB`` (binary units; ``default_unit`` for
+    bare numbers, ``None`` refuses them)."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1] if text and text[-1] in _MEM_UNITS else None
+    number = text[:-1] if unit else text
     try:
-        gb = float(v.rstrip("MG")) * scale
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid memory {value!r} (e.g. 8, 8G, 8000M)") from exc
-    if gb <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+        amount = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid memory size {value!r} for {flag} (e.g. 16G or 16000M)") from None
+    if unit is None:
+        if default_unit is None:
+            raise argparse.ArgumentTypeError(
+                f"{flag} {value} is ambiguous: give a unit ({value}G or {value}M), or use --mem-mb {value} for MB"
+            )
+        unit = default_unit
+    gb = amount * _MEM_UNITS[unit]
+    if gb * 1024 < MIN_MEM_MB:
+        raise argparse.ArgumentTypeError(
+            f"{flag} {value} is {gb * 1024:g} MB, less than any run needs: did you mean {number}G?"
+        )
     return gb
+
+
+def mem_with_unit(value: str) -> float:
+    """``--mem``: a size with a unit suffix (``16G``, ``16000M``, ``1T``) → GB; a bare number is refused.
+
+    >>> mem_with_unit("16G"), mem_with_unit("8000MB")
+    (16.0, 7.8125)
+    """
+    return _memory(value, None, "--mem")
+
+
+def mem_mb(value: str) -> float:
+    """``--mem-mb`` / ``--mem_mb``: megabytes (fMRIPrep's meaning; a unit suffix is honoured) → GB.
+
+    >>> mem_mb("16000"), mem_mb("16G")
+    (15.625, 16.0)
+    """
+    return _memory(value, "M", "--mem-mb")
 
 
 def _json_dict(value: str) -> dict:
@@ -66,12 +101,30 @@ def _add_model_options(p: argparse.ArgumentParser, skull_strip_default: str = "a
         "--model",
         action="append",
         default=None,
-        metavar="default|PATH",
-        help="parcellation and/or skull-stripping weights: 'default' (bundled), our .safetensors, or the official "
+        metavar="default|atlas|PATH",
+        help="parcellation and/or skull-stripping weights: 'default' (bundled), 'atlas' (no parcellation network: "
+        "the registered DK-struct atlas alone, a fast floor), our .safetensors, or the official "
         "BrainParc.pth(.gz) / AutoStrip_Full.pth(.gz); repeat to give both (default: default)",
     )
-    p.add_argument("--skull-strip", "--skull_strip", choices=SKULL_STRIP, default=skull_strip_default)
+    p.add_argument(
+        "--skull-strip",
+        "--skull_strip",
+        choices=SKULL_STRIP,
+        default=skull_strip_default,
+        help="auto (default): decide per image. An image counts as already skull-stripped when at least 20 %% of its "
+        "voxels are one constant background touching every border, its non-background part is brain-sized "
+        "(< 2.6 l) and the 6-15 mm under its surface has few dark voxels (where a head has skull and CSF); such an "
+        "image is used as it is (its non-zero support is the mask), every other is stripped. force: always strip "
+        "(template registration, then the AutoStrip network). skip: never strip (the input must be a brain).",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="auto",
+        help="inference recipe around the networks: 'reference' reproduces the published BrainParc/AutoStrip "
+        "scripts, 'fast' is ours (default auto: reference for the official weights, fast otherwise)",
+    )
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -86,25 +139,87 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", type=Path, help="the derivatives folder (must not be inside BIDS_DIR)")
     p.add_argument("analysis_level", choices=("participant", "group"), help="processing stage")
     g = p.add_argument_group("selecting data")
-    g.add_argument("--participant-label", "--participant_label", nargs="+", type=_label("sub-"), default=None)
-    g.add_argument("--session-label", "--session_label", nargs="+", type=_label("ses-"), default=None)
-    g.add_argument("--bids-filter-file", "--bids_filter_file", type=Path, default=None, metavar="FILE")
+    g.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        type=_label("sub-"),
+        default=None,
+        metavar="LABEL",
+        help="process these participants only (with or without 'sub-'; default: every participant in BIDS_DIR)",
+    )
+    g.add_argument(
+        "--session-label",
+        "--session_label",
+        nargs="+",
+        type=_label("ses-"),
+        default=None,
+        metavar="LABEL",
+        help="process these sessions only (with or without 'ses-'; default: every session)",
+    )
+    g.add_argument(
+        "--bids-filter-file",
+        "--bids_filter_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON file of pybids entity filters for the T1w images, under the key "t1w", e.g. '
+        '{"t1w": {"acquisition": "mprage", "run": 1}} (examples in bids_filters/)',
+    )
     g.add_argument("--bids-database-dir", type=Path, default=None, help="pybids database folder (big datasets)")
-    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true")
+    g.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        action="store_true",
+        help="do not run the BIDS validator on BIDS_DIR first (each image is still checked when it is read: "
+        "unreadable, 4-D, empty or NaN images fail on their own, the others go on)",
+    )
     g = p.add_argument_group("processing")
     _add_model_options(g)
     g.add_argument("--reports-only", action="store_true", help="only (re)write the reports from OUTPUT_DIR")
     g = p.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, default=None, help="nipype cache; reuse it to resume")
-    g.add_argument("--nprocs", "--nthreads", "--n-cpus", type=positive_int, default=None, help="parallel processes")
-    g.add_argument("--omp-nthreads", type=positive_int, default=None, help="threads per process (torch, ANTs)")
-    g.add_argument("--mem", "--mem-gb", "--mem_mb", type=_mem_gb, default=None, help="memory limit, e.g. 16G")
+    _add_cpu_options(g, "maximum number of parallel processes (nipype workers; default: all CPUs)")
+    mem = g.add_mutually_exclusive_group()
+    mem.add_argument(
+        "--mem", type=mem_with_unit, default=None, metavar="SIZE", help="memory limit with a unit: 16G, 16000M"
+    )
+    mem.add_argument("--mem-mb", "--mem_mb", type=mem_mb, default=None, metavar="MB", help="memory limit in MB")
     g.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="nipype execution plugin")
     g.add_argument("--plugin-args", type=_json_dict, default=None, metavar="JSON|FILE", help="plugin arguments")
     g.add_argument("--stop-on-first-crash", action="store_true")
     g.add_argument("--write-graph", action="store_true", help="write the workflow graph (needs graphviz)")
-    g.add_argument("-v", "--verbose", action="count", default=0)
+    _add_verbosity(g)
     return p
+
+
+def _add_cpu_options(p: argparse._ActionsContainer, nprocs_help: str) -> None:
+    """fMRIPrep's CPU flags: ``--nprocs/--nthreads/--n_cpus`` processes, ``--omp-nthreads`` threads per process."""
+    p.add_argument(
+        "--nprocs",
+        "--nthreads",
+        "--n_cpus",
+        "--n-cpus",
+        dest="nprocs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=nprocs_help,
+    )
+    p.add_argument(
+        "--omp-nthreads",
+        "--omp_nthreads",
+        dest="omp_nthreads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads per process (torch, ANTs/ITK)",
+    )
+
+
+def _add_verbosity(p: argparse._ActionsContainer) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and results; no progress bars")
 
 
 def _add_parcellate(subparsers: argparse._SubParsersAction) -> None:
@@ -117,8 +232,10 @@ def _add_parcellate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="output folder (created if needed)")
     _add_model_options(p)
     p.add_argument("--brain-mask", type=Path, default=None, help="use this brain mask instead of skull stripping")
-    p.add_argument("--nthreads", type=positive_int, default=None, help="CPU threads for torch and ANTs")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    _add_cpu_options(
+        p, "CPUs to use (fMRIPrep's meaning; this command is one process, so it caps --omp-nthreads; default: all)"
+    )
+    _add_verbosity(p)
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -130,10 +247,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("outdir", type=Path)
     _add_model_options(p)  # auto: the demo images are stripped and detected as such (no registration)
-    p.add_argument("--nprocs", type=positive_int, default=None)
-    p.add_argument("--omp-nthreads", type=positive_int, default=None)
+    _add_cpu_options(p, "maximum number of parallel processes (default: all CPUs)")
     p.add_argument("--resolution", type=float, default=2.0, help="voxel size (mm) of the demo images (default 2)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    _add_verbosity(p)
 
 
 def get_subcommand_parser(with_train: bool = False) -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ def _inside(path: Path, parent: Path) -> bool:
 def build_config(args) -> RunConfig:
     """Check the paths and turn the parsed arguments into a :class:`RunConfig`."""
     from brainparc.bids.layout import load_filters
+    from brainparc.cli.logs import show_progress
 
     bids_dir, output_dir = Path(args.bids_dir).absolute(), Path(args.output_dir).absolute()
     if bids_dir.exists() and _inside(output_dir, bids_dir):
@@ -42,9 +43,11 @@ def build_config(args) -> RunConfig:
         plugin_args=dict(args.plugin_args or {}),
         nprocs=nprocs,
         omp_nthreads=min(omp, nprocs),
-        mem_gb=args.mem,
+        mem_gb=args.mem or args.mem_mb,  # both parsed to GB
         stop_on_first_crash=args.stop_on_first_crash,
         write_graph=args.write_graph,
+        verbose=args.verbose,
+        progress=show_progress(args.quiet),
     )
     return RunConfig(
         bids_dir=bids_dir,
@@ -56,12 +59,18 @@ def build_config(args) -> RunConfig:
         bids_filters=load_filters(args.bids_filter_file),
         bids_database_dir=args.bids_database_dir,
         skip_bids_validation=args.skip_bids_validation,
-        models=tuple(args.model or ["default"]),
+        models=tuple(_absolute(m) for m in args.model or ["default"]),  # the nodes run in their own folders
         skull_strip=args.skull_strip,
         device=args.device,
+        recipe=args.recipe,
         reports_only=args.reports_only,
         execution=execution,
     )
+
+
+def _absolute(model: str) -> str:
+    """A ``--model`` that names an existing file, as an absolute path; names (``default``, presets) unchanged."""
+    return str(Path(model).absolute()) if Path(model).is_file() else model
 
 
 def plugin_settings(cfg: RunConfig) -> tuple[str, dict]:
@@ -100,6 +109,7 @@ def run_participant(cfg: RunConfig) -> int:
     t1ws, empty = collect_t1w(layout, cfg.participant_label, cfg.session_label, cfg.bids_filters)
     if not t1ws:
         raise BIDSError("no T1w image matches the selection (participants, sessions, --bids-filter-file)")
+    _warn_coarse_voxels(t1ws)
     summary = FailureSummary()
     for sub in empty:
         summary.add("FAILED", sub, "no T1w image found (other participants continue)")
@@ -112,6 +122,22 @@ def run_participant(cfg: RunConfig) -> int:
         summary.write(cfg.output_dir / "logs" / f"failures-{cfg.run_uuid}.txt", n_t1w=len(t1ws))
     _participant_reports(cfg, t1ws, summary.by_subject)
     return 1 if summary.by_subject else 0
+
+
+def _warn_coarse_voxels(t1ws) -> None:
+    """One warning per T1w with thick slices or coarse voxels, from its header (the nodes log theirs to the log
+    file only)."""
+    import nibabel as nib
+
+    from brainparc.core.io import coarse_voxels_message, voxel_sizes
+
+    for t1w in t1ws:
+        try:
+            message = coarse_voxels_message(voxel_sizes(nib.load(t1w.path)))
+        except Exception:  # unreadable: its node fails and says why
+            continue
+        if message:
+            LOGGER.warning("sub-%s %s: %s", t1w.subject, t1w.path.name, message)
 
 
 class FailureSummary:
@@ -214,10 +240,14 @@ def _is_graph_plugin(plugin: str) -> bool:
 
 def _run_workflow(cfg: RunConfig, t1ws) -> list[tuple[str, str, str]]:
     """Build and run the workflow; return ``(status, subject, detail)`` for each T1w that failed or never ran."""
+    from brainparc.cli.logs import log_to_file, quiet_multiproc_plugin, route_nipype_logs
     from brainparc.workflows.base import init_brainparc_wf
 
     logs = cfg.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    log_file = log_to_file(logs / f"brainparc-{cfg.run_uuid}.log", cfg.execution.verbose)
+    route_nipype_logs()
+    LOGGER.info("log file: %s", log_file)
     wf = init_brainparc_wf(
         t1ws,
         bids_dir=cfg.bids_dir,
@@ -226,7 +256,9 @@ def _run_workflow(cfg: RunConfig, t1ws) -> list[tuple[str, str, str]]:
         models=cfg.models,
         skull_strip=cfg.skull_strip,
         device=cfg.device,
+        recipe=cfg.recipe,
         omp_nthreads=cfg.execution.omp_nthreads or 1,
+        progress=cfg.execution.progress,
     )
     wf.config["execution"].update(
         {
@@ -243,11 +275,12 @@ def _run_workflow(cfg: RunConfig, t1ws) -> list[tuple[str, str, str]]:
     completion = None if _is_graph_plugin(plugin) else _Completion(wf, t1ws)
     if completion is not None:
         plugin_args["status_callback"] = completion
+    runner = quiet_multiproc_plugin(plugin_args, log_file, cfg.execution.verbose) if plugin == "MultiProc" else plugin
     start = time.time()
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_args)
+        wf.run(plugin=runner, plugin_args=plugin_args)
     except Exception as exc:  # node failures: reported per T1w below, from the crash files
-        LOGGER.info("workflow finished with errors: %s", (str(exc).strip().splitlines() or [repr(exc)])[-1])
+        LOGGER.debug("workflow finished with errors: %s", (str(exc).strip().splitlines() or [repr(exc)])[-1])
     crashed = _summarise_crashes(logs, t1ws, since=start)
     results = [("FAILED", t1w.subject, line) for t1w, line in crashed]
     failed = {id(t1w) for t1w, _ in crashed}

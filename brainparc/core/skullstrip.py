@@ -117,7 +117,35 @@ def synthetic_head(tpl: nib.Nifti1Image, mask: nib.Nifti1Image) -> nib.Nifti1Ima
     return nib.Nifti1Image(head, tpl.affine)
 
 
-def register_template_mask(
+#: Template coordinate of voxels the template does not reach (outside its field of view after the warp).
+OUTSIDE_TEMPLATE = -1.0e4
+
+
+@dataclass(frozen=True)
+class TemplateFit:
+    """The brain template registered to one image: everything later stages read from that one registration.
+
+    ``mask``: the warped template brain mask (bool, image grid). ``coords``: float32 ``[3, X, Y, Z]``, the template
+    world coordinate (mm, RAS) each image voxel maps to, :data:`OUTSIDE_TEMPLATE` where the template has no data; an
+    atlas on the template is warped to the image by sampling it there (:func:`brainparc.atlas.warp_atlas`).
+    """
+
+    mask: np.ndarray
+    coords: np.ndarray
+    template: str
+    seconds: float
+
+
+def _template_coordinate_images(tpl: nib.Nifti1Image) -> list[nib.Nifti1Image]:
+    """Three images on the template grid holding its world x, y and z (mm) at every voxel."""
+    ijk = np.indices(tpl.shape[:3], dtype=np.float32)
+    aff = np.asarray(tpl.affine, dtype=np.float32)
+    return [
+        nib.Nifti1Image(np.tensordot(aff[axis, :3], ijk, axes=1) + aff[axis, 3], tpl.affine) for axis in range(3)
+    ]
+
+
+def register_template(
     img: nib.spatialimages.SpatialImage,
     template: str = "head",
     reg_spacing: float = 2.5,
@@ -126,8 +154,9 @@ def register_template_mask(
     sampling_rate: float = 0.2,
     nthreads: int | None = None,
     seed: int | None = 42,
-) -> np.ndarray:
-    """Register the template to ``img`` (affine MI, then SyN) and return the warped template brain mask (bool).
+    progress: bool | str = False,
+) -> TemplateFit:
+    """Register the template to ``img`` (affine MI, then SyN): its brain mask and template coordinates on ``img``.
 
     Parameters
     ----------
@@ -135,7 +164,8 @@ def register_template_mask(
         ``"head"``: :func:`synthetic_head` (whole-head inputs); ``"brain"``: the skull-stripped template (pseudo-brain
         or skull-stripped inputs, as in the reference).
     reg_spacing
-        Both images are resampled to this spacing (mm) for the registration; the mask is warped at full resolution.
+        Both images are resampled to this spacing (mm) for the registration; mask and coordinates are warped at full
+        resolution.
     syn_iterations
         SyN iterations per level (empty or zeros: linear stages only).
     linear
@@ -149,21 +179,30 @@ def register_template_mask(
         ANTs ``--random-seed``. The seed alone does not make antsRegistration deterministic: two runs differ on
         ≈1-2 % of the mask voxels (at its border). Bit-identical masks need ``sampling_rate=1.0`` and one ITK thread
         (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1`` before the first ANTs call; verified), at about twice the time.
+    progress
+        A tqdm bar over the registration stages on stderr; a string labels it.
     """
+    import time
+
     import ants
 
     if template not in ("head", "brain"):
         raise ValueError(f"template must be 'head' or 'brain', got {template!r}")
+    start = time.perf_counter()
     set_ants_threads(nthreads)
     tpl, tpl_mask = load_template()
-    if template == "head":
-        tpl = synthetic_head(tpl, tpl_mask)
+    moving_tpl = synthetic_head(tpl, tpl_mask) if template == "head" else tpl
     full = nib_to_ants(img)
     fixed = ants.resample_image(full, (reg_spacing,) * 3, use_voxels=False, interp_type=0)
-    moving = ants.resample_image(nib_to_ants(tpl), (reg_spacing,) * 3, use_voxels=False, interp_type=0)
+    moving = ants.resample_image(nib_to_ants(moving_tpl), (reg_spacing,) * 3, use_voxels=False, interp_type=0)
     if linear is None:
         linear = ("Similarity", "Affine") if template == "head" else ("Affine",)
-    with tempfile.TemporaryDirectory(prefix="brainparc_reg_") as tmp, _with_seed(seed):
+    from tqdm.auto import tqdm
+
+    syn = bool(syn_iterations and any(syn_iterations))
+    desc = f"{progress}: registration" if isinstance(progress, str) else "registration"
+    bar = tqdm(total=len(linear) + syn + 1, desc=desc, unit="stage", disable=not progress)  # + the warps
+    with tempfile.TemporaryDirectory(prefix="brainparc_reg_") as tmp, _with_seed(seed), bar:
         transforms = None
         for k, kind in enumerate(linear):
             lin = ants.registration(
@@ -179,29 +218,50 @@ def register_template_mask(
                 aff_smoothing_sigmas=(2, 1, 0),
             )
             transforms = lin["fwdtransforms"]
-        aff = {"fwdtransforms": transforms}
-        if syn_iterations and any(syn_iterations):
-            syn = ants.registration(
+            bar.update()
+        if syn:
+            syn_fit = ants.registration(
                 fixed,
                 moving,
                 "SyNOnly",
-                initial_transform=aff["fwdtransforms"],
+                initial_transform=transforms,
                 outprefix=f"{tmp}/syn_",
                 reg_iterations=tuple(syn_iterations),
             )
-            transforms = syn["fwdtransforms"]
+            transforms = syn_fit["fwdtransforms"]
+            bar.update()
         warped = ants.apply_transforms(full, nib_to_ants(tpl_mask), transforms, interpolator="nearestNeighbor")
-    return warped.numpy() > 0.5
+        coords = np.stack(
+            [
+                ants.apply_transforms(
+                    full, nib_to_ants(c), transforms, interpolator="linear", defaultvalue=OUTSIDE_TEMPLATE
+                ).numpy()
+                for c in _template_coordinate_images(tpl)
+            ]
+        ).astype(np.float32)
+        bar.update()
+    # linear interpolation across the field-of-view edge blends real coordinates with the sentinel
+    coords[:, (coords < OUTSIDE_TEMPLATE / 2).any(axis=0)] = OUTSIDE_TEMPLATE
+    return TemplateFit(warped.numpy() > 0.5, coords, template, round(time.perf_counter() - start, 3))
+
+
+def register_template_mask(img: nib.spatialimages.SpatialImage, **register_kwargs) -> np.ndarray:
+    """The warped template brain mask of :func:`register_template` (bool, ``img``'s grid)."""
+    return register_template(img, **register_kwargs).mask
 
 
 def pseudo_brain_mask(
     img: nib.spatialimages.SpatialImage, dilation_iterations: int = 5, **register_kwargs
 ) -> np.ndarray:
     """AutoStrip Step01 mask: warped template mask dilated ``dilation_iterations`` times (scipy default cross)."""
-    warped = register_template_mask(img, **register_kwargs)
+    return dilate_template_mask(register_template_mask(img, **register_kwargs), dilation_iterations)
+
+
+def dilate_template_mask(warped: np.ndarray, dilation_iterations: int = 5) -> np.ndarray:
+    """The pseudo-brain mask from a warped template mask: dilated ``dilation_iterations`` times (uint8)."""
     if dilation_iterations > 0:
         warped = ndi.binary_dilation(warped, iterations=dilation_iterations)
-    return warped.astype(np.uint8)
+    return np.asarray(warped).astype(np.uint8)
 
 
 def pseudo_brain(img: nib.spatialimages.SpatialImage, **kwargs) -> tuple[nib.Nifti1Image, np.ndarray]:
@@ -261,6 +321,7 @@ class SkullStripResult:
     mask: nib.Nifti1Image
     pseudo_brain: nib.Nifti1Image | None
     method: str  # "user-mask" | "skip" | "detected-stripped" | "pseudo-brain" | "pseudo-brain+refine"
+    registration: TemplateFit | None = None  # the template registration behind the pseudo-brain, when one ran
 
 
 def strip_skull(
@@ -269,6 +330,7 @@ def strip_skull(
     mask: np.ndarray | nib.spatialimages.SpatialImage | None = None,
     refine: RefineFn | None = None,
     dilation_iterations: int = 5,
+    cleanup: str = "fill-holes",
     **register_kwargs,
 ) -> SkullStripResult:
     """Skull-strip a conformed (LAS) T1w image.
@@ -285,15 +347,20 @@ def strip_skull(
         ``refine(pseudo_brain_LAS_array, spacing) -> brain probability`` (the AutoStrip network; only its values inside
         the pseudo-brain mask count), or ``None`` to use the pseudo-brain mask itself (dilated template mask: generous,
         includes some skull).
+    cleanup
+        Mask from ``refine``'s probability: ``"fill-holes"`` (:func:`finalize_mask` inside the pseudo-brain mask) or
+        ``"largest-component"`` (probability > 0.5, largest 26-connected component: the published AutoStrip).
     register_kwargs
-        Passed to :func:`register_template_mask` (``template``, ``reg_spacing``, ``syn_iterations``, ``nthreads``,
+        Passed to :func:`register_template` (``template``, ``reg_spacing``, ``syn_iterations``, ``nthreads``,
         ``seed``); the template defaults to ``"brain"`` for stripped-looking inputs and ``"head"`` otherwise.
     """
     if mode not in STRIP_MODES:
         raise ValueError(f"mode must be one of {STRIP_MODES}, got {mode!r}")
     data = np.asarray(img.dataobj, dtype=np.float32)
 
-    def result(m: np.ndarray, method: str, pseudo: nib.Nifti1Image | None = None) -> SkullStripResult:
+    def result(
+        m: np.ndarray, method: str, pseudo: nib.Nifti1Image | None = None, fit: TemplateFit | None = None
+    ) -> SkullStripResult:
         m = np.asarray(m).astype(np.uint8)
         base = np.asarray(pseudo.dataobj) if pseudo is not None else data
         return SkullStripResult(
@@ -301,6 +368,7 @@ def strip_skull(
             mask=nib.Nifti1Image(m, img.affine),
             pseudo_brain=pseudo,
             method=method,
+            registration=fit,
         )
 
     if mask is not None:
@@ -313,13 +381,16 @@ def strip_skull(
         support = ndi.binary_fill_holes(data != data.min()) if data.min() != data.max() else np.ones(data.shape, bool)
         return result(support, "skip" if mode == "skip" else "detected-stripped")
     register_kwargs.setdefault("template", "brain" if looks_stripped else "head")
-    pmask = pseudo_brain_mask(img, dilation_iterations=dilation_iterations, **register_kwargs)
+    fit = register_template(img, **register_kwargs)
+    pmask = dilate_template_mask(fit.mask, dilation_iterations)
     pseudo = nib.Nifti1Image(data * pmask, img.affine)
     if refine is None:
-        return result(finalize_mask(pmask), "pseudo-brain", pseudo)
+        return result(finalize_mask(pmask), "pseudo-brain", pseudo, fit)
     prob = np.asarray(refine(np.asarray(pseudo.dataobj), tuple(float(z) for z in _zooms(img))))
     if prob.shape != data.shape:
         raise ValueError(f"refine returned shape {prob.shape}, expected {data.shape}")
     # Only inside the pseudo-brain mask: outside it the network saw zeros and the brain image is zero. (On the
     # brainchop head AutoStrip-lite otherwise kept a blob in front of the face: 18 parcellation windows instead of 12.)
-    return result(finalize_mask(np.where(pmask, prob, 0.0)), "pseudo-brain+refine", pseudo)
+    if cleanup == "largest-component":
+        return result(largest_component(prob > 0.5), "pseudo-brain+refine", pseudo, fit)
+    return result(finalize_mask(np.where(pmask, prob, 0.0)), "pseudo-brain+refine", pseudo, fit)

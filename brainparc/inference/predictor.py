@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from brainparc.inference.devices import autocast, resolve_device, run_with_cpu_fallback
-from brainparc.inference.sliding_window import Reduced, plan_windows, sliding_window
+from brainparc.inference.sliding_window import Reduced, Resample, plan_windows, sliding_window, windows_in_region
 
 __all__ = ["ParcellationResult", "bounding_roi", "dilated_region", "predict_brain_mask", "predict_parcellation"]
 
@@ -36,6 +36,7 @@ class ParcellationResult:
     ----------
     tissue_probs : np.ndarray
         float32 ``[4, X, Y, Z]`` blended tissue probabilities (background, CSF, GM, WM); background = 1 outside the ROI.
+        With ``resample`` these arrays are on the resampled grid.
     tissue : np.ndarray
         int16 ``[X, Y, Z]`` argmax of ``tissue_probs``.
     parc : np.ndarray
@@ -176,7 +177,14 @@ def _run(
 def _window_kwargs(official_geometry: bool, overlap: float, roi: tuple[slice, ...]) -> dict[str, Any]:
     """sliding_window settings of the cascade: ours (ROI, mixed accumulators) or the official geometry."""
     if official_geometry:  # whole image, official starts and Hann, float32 sums (the reference used float64)
-        return {"overlap": 0.5, "roi": None, "tiling": "official", "blend": "official", "accum_dtype": torch.float32}
+        return {
+            "overlap": 0.5,
+            "roi": None,
+            "tiling": "official",
+            "blend": "official",
+            "accum_dtype": torch.float32,
+            "skip_outside_region": True,
+        }
     # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7)
     return {"overlap": overlap, "roi": roi, "tiling": "even", "accum_dtype": (torch.float32, torch.float16)}
 
@@ -191,13 +199,15 @@ def predict_parcellation(
     device: str | torch.device = "auto",
     overlap: float = 0.5,
     batch_size: int = 1,
-    progress: bool = False,
+    progress: bool | str = False,
     amp: bool | None = None,
     normalise: bool = True,
     roi_margin: int = 8,
     confidence: bool = False,
     official_geometry: bool = False,
     restrict_to_mask: bool = True,
+    resample: Resample | None = None,
+    coords: np.ndarray | None = None,
 ) -> ParcellationResult:
     """Tissue map and 106-region parcellation of one conformed, skull-stripped brain.
 
@@ -225,15 +235,21 @@ def predict_parcellation(
         Voxels added around the brain bounding box so the network also labels the background just outside it.
     confidence : bool
         Also return the winning parcel's probability.
+    coords : np.ndarray, optional
+        float32 ``[3, X, Y, Z]`` template coordinates (:class:`~brainparc.core.skullstrip.TemplateFit`), appended as
+        channels for models whose card names an ``atlas`` (:class:`~brainparc.models.AtlasGuidedNet`).
     official_geometry : bool
         Reproduce the official tiling and Hann weighting over the whole image with float32 accumulators
-        (regression against the shipped outputs, spec §6.5); ignores ``overlap`` and the ROI. Memory: 107 float32
-        sums over the whole image, 5.8 GB at 208×256×256 (still a quarter of the reference's float64 on the padded
-        volume).
+        (the ``reference`` recipe; regression against the shipped outputs, spec §6.5); ignores ``overlap`` and the
+        ROI. Memory without ``restrict_to_mask``: 107 float32 sums over the whole image, 5.8 GB at 208×256×256
+        (still a quarter of the reference's float64 on the padded volume).
     restrict_to_mask : bool
         Keep sums only for voxels within ``roi_margin`` voxels of the mask (else of the non-zero intensity): ~45 %
-        less accumulator memory for a brain in its bounding box, background elsewhere. Ignored with
-        ``official_geometry``.
+        less accumulator memory for a brain in its bounding box, background elsewhere. With ``official_geometry``
+        the windows whose valid region holds none of these voxels are skipped.
+    resample : Resample, optional
+        Return the maps on another grid (the input grid): blended sums resampled trilinearly, then normalised
+        (tissue) or reduced to the argmax (parcels), as the reference does (spec §3.4 step 7).
 
     Notes
     -----
@@ -251,19 +267,26 @@ def predict_parcellation(
     roi = bounding_roi(mask if mask is not None else intensity, roi_margin)
     norm_mask = mask if mask is not None else intensity != 0
     arrays = _normalise([intensity, edge], card, norm_mask) if normalise else [intensity, edge]
+    if coords is not None:  # atlas-guided models: template coordinates as extra channels, never normalised
+        if coords.shape != (3, *intensity.shape):
+            raise ValueError(f"coords shape {coords.shape} must be (3, *{intensity.shape})")
+        arrays = [*arrays, *coords]
     image = torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
     del arrays
     window_kwargs = _window_kwargs(official_geometry, overlap, roi)
-    if restrict_to_mask and not official_geometry:
+    roi = window_kwargs["roi"] or tuple(slice(0, s) for s in intensity.shape)
+    if restrict_to_mask:
         brain = mask if mask is not None else intensity != 0
         window_kwargs["region"] = torch.from_numpy(dilated_region(brain, roi, roi_margin))
-    roi = window_kwargs["roi"] or tuple(slice(0, s) for s in intensity.shape)
     patch_size, valid_size = _model_geometry(model)
     accum_bytes = _accumulator_bytes(
         roi, window_kwargs.get("region"), (TISSUE_CHANNELS, PARC_CHANNELS), window_kwargs["accum_dtype"]
     )
     plan_args = {k: window_kwargs[k] for k in ("overlap", "roi", "tiling")}
-    n_windows = len(plan_windows(intensity.shape, patch_size=patch_size, valid_size=valid_size, **plan_args))
+    corners = plan_windows(intensity.shape, patch_size=patch_size, valid_size=valid_size, **plan_args)
+    if window_kwargs.get("skip_outside_region") and "region" in window_kwargs:
+        corners = windows_in_region(corners, window_kwargs["region"], valid_size)
+    n_windows = len(corners)
     (tissue_probs, parc), used = _run(
         model,
         image,
@@ -275,6 +298,7 @@ def predict_parcellation(
         batch_size=batch_size,
         progress=progress,
         reduce=(None, "argmax+maxprob" if confidence else "argmax"),
+        resample=resample,
         **window_kwargs,
     )
     tissue_probs = tissue_probs.numpy()
@@ -298,10 +322,11 @@ def predict_brain_mask(
     device: str | torch.device = "auto",
     overlap: float = 0.5,
     batch_size: int = 1,
-    progress: bool = False,
+    progress: bool | str = False,
     amp: bool | None = None,
     normalise: bool = True,
     roi_margin: int = 8,
+    official_geometry: bool = False,
 ) -> np.ndarray:
     """Brain probability of a conformed pseudo-brain with AutoStrip (spec §3.2).
 
@@ -317,6 +342,9 @@ def predict_brain_mask(
         Region to predict (its bounding box plus ``roi_margin``) and the ``in-mask-zscore`` mask; default: the
         non-zero voxels of ``image`` (the pseudo-brain is zero outside the dilated template mask).
     device, overlap, batch_size, progress, amp, normalise, roi_margin : see :func:`predict_parcellation`.
+    official_geometry : bool
+        The published tiling (stride 80 over the whole image padded by 16) and plain averaging of the valid regions
+        (the ``reference`` recipe); ignores ``overlap`` and the ROI.
 
     Returns
     -------
@@ -331,14 +359,17 @@ def predict_brain_mask(
     roi = bounding_roi(region, roi_margin)
     arr = _normalise([image], card, region)[0] if normalise else image
     tensor = torch.from_numpy(np.asarray(arr, dtype=np.float32)[None])
+    geometry: dict[str, Any] = {"overlap": overlap, "roi": roi}
+    if official_geometry:
+        roi = tuple(slice(0, s) for s in image.shape)
+        geometry = {"overlap": 0.5, "roi": None, "tiling": "official", "blend": "constant"}
     (probs,), _ = _run(
         model,
         tensor,
         (STRIP_OUTPUT,),
         dev,
         amp,
-        overlap=overlap,
-        roi=roi,
+        **geometry,
         batch_size=batch_size,
         progress=progress,
         accum_dtype=torch.float32,

@@ -16,7 +16,9 @@ Differences from the official recipe (spec §3.4, §7 items 20, 24, 25), all del
   the padded volume, and many-channel outputs can be reduced to argmax labels without a full-size float copy.
 
 ``tiling="official"`` together with ``blend="official"`` reproduces the official window geometry and weighting
-(whole image, starts of §9 item 4, Hann of the padded window) for regression runs against the shipped outputs.
+(whole image, starts of §9 item 4, Hann of the padded window) for regression runs against the shipped outputs and
+for the ``reference`` recipe, whose ``resample`` maps the blended sums trilinearly onto the input grid before the
+argmax (spec §3.4 step 7), a few planes at a time so that no full-size many-channel copy is made.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 __all__ = [
     "Reduced",
+    "Resample",
     "blend_weights",
     "normalise_roi",
     "official_window_starts",
@@ -61,6 +64,17 @@ class Reduced(NamedTuple):
 
     labels: torch.Tensor
     max_prob: torch.Tensor | None = None
+
+
+class Resample(NamedTuple):
+    """Trilinear resampling of the blended sums onto another grid, per axis: index i ↦ ``(i - offset) / scale``.
+
+    Coordinates outside ``[0, n - 1]`` take the edge value (``align_corners=False`` clamping, as ``F.interpolate``).
+    """
+
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
+    shape: tuple[int, int, int]
 
 
 def window_starts(size: int, window: int, stride: int, *, mode: str = "even") -> list[int]:
@@ -385,6 +399,89 @@ def _finalise(
     return Reduced(labels, max_prob)
 
 
+def _axis_taps(n_out: int, scale: float, offset: float, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear interpolation taps along one axis: lower and upper source index and the upper weight."""
+    j = ((torch.arange(n_out, dtype=torch.float64) - offset) / scale).clamp(0, n_in - 1)
+    j0 = j.floor().long()
+    return j0, (j0 + 1).clamp_max(n_in - 1), (j - j0).to(torch.float32)
+
+
+def _lerp(t: torch.Tensor, dim: int, taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Linear interpolation of ``t`` along ``dim`` at the given taps."""
+    j0, j1, f = taps
+    shape = [1] * t.ndim
+    shape[dim] = -1
+    f = f.reshape(shape)
+    return t.index_select(dim, j0) * (1 - f) + t.index_select(dim, j1) * f
+
+
+def _dense_planes(
+    acc: torch.Tensor, wsum: torch.Tensor, index: torch.Tensor | None, lo: int, hi: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums and weight sum of planes ``[lo, hi)`` along the first axis, dense float32; outside a region the sums are
+    background (the weight sum in channel 0)."""
+    w = wsum[lo:hi]
+    if index is None:
+        return acc[:, lo:hi].float(), w
+    idx = index[lo:hi]
+    inside = idx >= 0
+    dense = torch.zeros((acc.shape[0], *idx.shape), dtype=torch.float32, device=acc.device)
+    dense[:, inside] = acc[:, idx[inside]].float()
+    dense[0][~inside] = w[~inside]
+    return dense, w
+
+
+def _finalise_resampled(
+    acc: torch.Tensor,
+    wsum: torch.Tensor,
+    index: torch.Tensor | None,
+    reduce: str | None,
+    resample: Resample,
+    planes: int = 4,
+) -> torch.Tensor | Reduced:
+    """Resample the un-normalised sums and the weight sum trilinearly onto ``resample.shape``, ``planes`` output planes
+    at a time, then normalise (probabilities) or take the argmax (labels; the same as the argmax of the resampled
+    raw sums, which is what the reference computes)."""
+    taps = [_axis_taps(n, sc, off, n_in) for sc, off, n, n_in in zip(*resample, wsum.shape, strict=True)]
+    shape = tuple(resample.shape)
+    if reduce in (None, "none"):
+        out: torch.Tensor = torch.zeros((acc.shape[0], *shape), dtype=torch.float32)
+    else:
+        out = torch.zeros(shape, dtype=torch.uint8 if acc.shape[0] <= 256 else torch.int16)
+        max_prob = torch.ones(shape, dtype=torch.float32) if reduce == "argmax+maxprob" else None
+    for i0 in range(0, shape[0], planes):
+        j0, j1, f = (t[i0 : i0 + planes] for t in taps[0])
+        lo, hi = int(j0.min()), int(j1.max()) + 1
+        sums, w = _dense_planes(acc, wsum, index, lo, hi)
+        sums, w = _lerp(sums, 1, (j0 - lo, j1 - lo, f)), _lerp(w[None], 1, (j0 - lo, j1 - lo, f))
+        for dim in (2, 3):
+            sums, w = _lerp(sums, dim, taps[dim - 1]), _lerp(w, dim, taps[dim - 1])
+        covered = w[0] > 0
+        if reduce in (None, "none"):
+            probs = torch.where(covered, sums / w.clamp_min(1e-30), 0.0)
+            probs[0] = torch.where(covered, probs[0], 1.0)
+            out[:, i0 : i0 + planes] = probs.cpu()
+            continue
+        best, labels = sums.max(dim=0)
+        out[i0 : i0 + planes] = torch.where(covered, labels, 0).to(out.dtype).cpu()
+        if max_prob is not None:
+            max_prob[i0 : i0 + planes] = torch.where(covered, best / w[0].clamp_min(1e-30), 1.0).cpu()
+    return out if reduce in (None, "none") else Reduced(out, max_prob)
+
+
+def windows_in_region(
+    corners: Sequence[tuple[int, int, int]], region: torch.Tensor, valid_size: int
+) -> list[tuple[int, int, int]]:
+    """The windows whose valid region holds at least one voxel of the boolean image-sized ``region``."""
+    shape = region.shape
+    kept = []
+    for corner in corners:
+        box = tuple(slice(max(c, 0), min(c + valid_size, n)) for c, n in zip(corner, shape, strict=True))
+        if all(b.stop > b.start for b in box) and bool(region[box].any()):
+            kept.append(corner)
+    return kept
+
+
 def _run_windows(
     predict: Predict,
     image: torch.Tensor,
@@ -394,14 +491,15 @@ def _run_windows(
     batch_size: int,
     device: torch.device,
     pad: torch.Tensor,
-    progress: bool,
+    progress: bool | str,
 ) -> None:
     """Feed batches of input windows to ``predict`` and add the outputs to ``acc``."""
     from tqdm.auto import tqdm
 
     valid_size = acc.weights.shape[0]
     offset = (patch_size - valid_size) // 2
-    with torch.inference_mode(), tqdm(total=len(corners), disable=not progress, desc="windows", unit="win") as bar:
+    desc = progress if isinstance(progress, str) else "windows"
+    with torch.inference_mode(), tqdm(total=len(corners), disable=not progress, desc=desc, unit="win") as bar:
         for first in range(0, len(corners), batch_size):
             chunk = corners[first : first + batch_size]
             batch = torch.stack([_extract_window(image, [c - offset for c in cor], patch_size, pad) for cor in chunk])
@@ -424,12 +522,14 @@ def sliding_window(
     accum_dtype: torch.dtype | Sequence[torch.dtype] = torch.float16,
     device: torch.device | str = "cpu",
     out_device: torch.device | str = "cpu",
-    progress: bool = False,
+    progress: bool | str = False,
     reduce: str | Sequence[str | None] | None = None,
     blend: str = "hann",
     tiling: str = "even",
     pad_value: float | Sequence[float] = 0.0,
     region: torch.Tensor | None = None,
+    skip_outside_region: bool = False,
+    resample: Resample | None = None,
 ) -> tuple[torch.Tensor | Reduced, ...]:
     """Run ``predict`` over windows tiling the ROI and blend the valid-region outputs.
 
@@ -457,8 +557,8 @@ def sliding_window(
         float32 for probabilities you keep. The weight sum is always float32.
     device, out_device : torch.device or str
         Where ``predict`` runs, and where the accumulators live (CPU by default: they are the big tensors).
-    progress : bool
-        Show a tqdm progress bar over windows.
+    progress : bool or str
+        Show a tqdm progress bar over windows (on stderr); a string is the bar's label.
     reduce : None, "argmax", "argmax+maxprob", or one such value per output
         ``None`` returns float32 probabilities ``[C_k, X, Y, Z]`` (fine for 4 channels, 5.8 GB for 107 at 1 mm: use
         argmax there); ``"argmax"`` returns :class:`Reduced` labels, ``"argmax+maxprob"`` also the winning probability.
@@ -472,6 +572,12 @@ def sliding_window(
         Boolean ``[X, Y, Z]`` voxels to keep (e.g. the brain mask dilated by a margin). Sums are stored only for
         region voxels inside the ROI, which cuts accumulator memory to the region's share of the ROI (≈ 45-55 % for
         a brain in its bounding box); ROI voxels outside it get background, as voxels outside the ROI do.
+    skip_outside_region : bool
+        Skip the windows whose valid region holds no ``region`` voxel (:func:`windows_in_region`): nothing they add
+        is kept, except to the weight sum outside the region.
+    resample : Resample, optional
+        Return the outputs on another grid (needs ``roi=None``): the raw sums and the weight sum are resampled
+        trilinearly, then normalised or reduced (:class:`Resample`).
 
     Returns
     -------
@@ -487,6 +593,10 @@ def sliding_window(
     shape = tuple(image.shape[1:])
     roi_n = normalise_roi(roi, shape)
     corners = plan_windows(shape, patch_size=patch_size, valid_size=valid_size, overlap=overlap, roi=roi, tiling=tiling)
+    if resample is not None and roi is not None:
+        raise ValueError("resample needs the whole image (roi=None)")
+    if skip_outside_region and region is not None:
+        corners = windows_in_region(corners, torch.as_tensor(region, dtype=torch.bool), valid_size)
     dtypes = [accum_dtype] if isinstance(accum_dtype, torch.dtype) else list(accum_dtype)
     region_roi = None
     if region is not None:
@@ -505,6 +615,9 @@ def sliding_window(
     # held together with the big (107-channel) sum.
     results: dict[int, torch.Tensor | Reduced] = {}
     for k in sorted(range(len(acc.sums)), key=lambda k: -acc.sums[k].numel()):
-        results[k] = _finalise(acc.sums[k], acc.wsum, roi_n, shape, reduces[k], acc.region)
+        if resample is not None:
+            results[k] = _finalise_resampled(acc.sums[k], acc.wsum, acc.index, reduces[k], resample)
+        else:
+            results[k] = _finalise(acc.sums[k], acc.wsum, roi_n, shape, reduces[k], acc.region)
         acc.sums[k] = torch.empty(0)
     return tuple(results[k] for k in range(len(results)))

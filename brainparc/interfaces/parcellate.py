@@ -21,6 +21,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -30,11 +31,16 @@ class _ParcellateInputSpec(BaseInterfaceInputSpec):
     bias_corrected = traits.Bool(
         False, usedefault=True, desc="in_file is already N4-corrected on its own grid (BiasCorrect's output): no N4"
     )
+    raw_file = File(exists=True, desc="the uncorrected T1w, parcellated instead of in_file by recipes without N4")
+    recipe = traits.Enum("auto", "reference", "fast", usedefault=True, desc="inference recipe (as --recipe)")
     models = traits.List(traits.Str, mandatory=True, desc="'default' or weight paths (as --model)")
     skull_strip = traits.Enum("auto", "force", "skip", usedefault=True)
     device = traits.Str("auto", usedefault=True, desc="auto | cpu | cuda | cuda:N")
     nthreads = traits.Int(1, usedefault=True, desc="CPU threads for torch and ANTs")
     use_gpu = traits.Bool(False, usedefault=True, desc="marks the node as a GPU job for MultiProc")
+    progress = traits.Str(
+        "", usedefault=True, nohash=True, desc="label of the progress bars on stderr ('' for none); not hashed"
+    )
 
 
 class _ParcellateOutputSpec(TraitedSpec):
@@ -55,15 +61,22 @@ class Parcellate(SimpleInterface):
 
     def _run_interface(self, runtime):
         from brainparc.core.io import load_t1w
+        from brainparc.inference.recipes import recipe_for
         from brainparc.pipeline import ParcellateOptions, load_models, parcellate_image
 
+        models = load_models(self.inputs.models)
+        in_file, corrected = self.inputs.in_file, self.inputs.bias_corrected
+        if isdefined(self.inputs.raw_file) and not recipe_for(models.parc_card, self.inputs.recipe).bias_correct:
+            in_file, corrected = self.inputs.raw_file, False  # the recipe runs no N4: the T1w as acquired
         opts = ParcellateOptions(
             skull_strip=self.inputs.skull_strip,
             device=self.inputs.device,
             nthreads=self.inputs.nthreads,
-            bias_correct=not self.inputs.bias_corrected,
+            bias_correct=not corrected,
+            recipe=self.inputs.recipe,
+            progress=self.inputs.progress or False,
         )
-        out = parcellate_image(load_t1w(self.inputs.in_file), load_models(self.inputs.models), opts)
+        out = parcellate_image(load_t1w(in_file), models, opts)
         self._results.update(split_and_save(out, Path(runtime.cwd)))
         return runtime
 

@@ -227,6 +227,8 @@ def _normalise(arr: np.ndarray | torch.Tensor, recipe: str, mask: np.ndarray | t
     from brainparc.core.intensity import normalise
 
     m = None if mask is None or recipe != "in-mask-zscore" else np.asarray(mask)
+    if m is not None and not m.any():  # a background draw with no brain in the window: nothing to normalise
+        return np.zeros(np.shape(arr), dtype=np.float32)
     return normalise(np.asarray(arr, dtype=np.float32), recipe, mask=m).astype(np.float32)
 
 

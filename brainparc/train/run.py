@@ -227,7 +227,7 @@ def _epoch_end_hook(cfg: TrainConfig, val: PatchDataset, card: dict[str, Any], d
                 best = trainer.extra_state.get("best_score")
                 if np.isfinite(score) and (best is None or score > best):
                     trainer.extra_state.update(best_score=score, best_epoch=trainer.epoch)
-                    trainer.export(out / "best.safetensors", training=_card_training(trainer, card))
+                    trainer.export(out / "best.safetensors", **_export_card(trainer, card))
         if trainer.is_main:
             _write_history(trainer.history, out)
             plot_learning_curve(trainer.history, out / "learning_curve.png")
@@ -235,6 +235,12 @@ def _epoch_end_hook(cfg: TrainConfig, val: PatchDataset, card: dict[str, Any], d
             torch.distributed.barrier()
 
     return hook
+
+
+def _export_card(trainer: Trainer, card: dict[str, Any]) -> dict[str, Any]:
+    """Card fields of exported weights: the training section, and the atlas of atlas-guided presets."""
+    extra = {"atlas": card["atlas"]} if "atlas" in card else {}
+    return {"training": _card_training(trainer, card), **extra}
 
 
 def _card_training(trainer: Trainer, card: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +321,7 @@ def _run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]
         time_limit=cfg.time_limit,
     )
     final = Path(cfg.out) / "model.safetensors"
-    trainer.export(final, training=_card_training(trainer, card))
+    trainer.export(final, **_export_card(trainer, card))
     LOGGER.info("finished at epoch %d, step %d; weights written to %s", trainer.epoch, trainer.step, final)
     if device.type == "cuda":
         LOGGER.info("peak GPU memory %.0f MiB", torch.cuda.max_memory_allocated(device) / 2**20)

@@ -92,6 +92,7 @@ def validate(
     device: Any = "cpu",
     amp: bool = False,
     max_subjects: int | None = None,
+    overlap: float = 0.5,
 ) -> list[dict[str, Any]]:
     """One row per validation subject (``subject`` + Dice columns); subjects without an image are skipped.
 
@@ -100,7 +101,7 @@ def validate(
     rows = []
     fn = _parc_row if dataset.task == "parc" else _strip_row
     for i, e in enumerate(dataset.entries[:max_subjects] if max_subjects else dataset.entries):
-        row = fn(model, dataset, i, card, device=device, amp=amp, progress=False)
+        row = fn(model, dataset, i, card, device=device, amp=amp, progress=False, overlap=overlap)
         if row:
             rows.append({"subject": f"{e.folder}/{e.subject}"} | row)
     return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,8 +11,6 @@ from nipype.pipeline import engine as pe
 from brainparc.bids.layout import T1wInput, bids_uri
 from brainparc.interfaces.parcellate import BiasCorrect, Parcellate
 from brainparc.workflows.outputs import init_ds_outputs_wf
-
-LOGGER = logging.getLogger("brainparc.workflows")
 
 #: Memory (GB) the scheduler reserves for one parcellation node (model + 107-channel probabilities).
 PARCELLATE_MEM_GB = 4.0
@@ -44,6 +41,8 @@ def init_brainparc_wf(
     device: str = "auto",
     omp_nthreads: int = 1,
     name: str = "brainparc_wf",
+    recipe: str = "auto",
+    progress: bool = False,
 ) -> pe.Workflow:
     """Build the participant-level workflow.
 
@@ -53,8 +52,10 @@ def init_brainparc_wf(
         The T1w images selected by :func:`brainparc.bids.layout.collect_t1w`.
     bids_dir, output_dir, work_dir
         Input dataset, derivatives folder and nipype's cache (``base_dir``).
-    models, skull_strip, device, omp_nthreads
-        As the command-line flags ``--model``, ``--skull-strip``, ``--device``, ``--omp-nthreads``.
+    models, skull_strip, device, omp_nthreads, recipe
+        As the command-line flags ``--model``, ``--skull-strip``, ``--device``, ``--omp-nthreads``, ``--recipe``.
+    progress
+        Progress bars of the parcellation nodes on stderr (not part of the nodes' hashes: a cached run stays cached).
     """
     workflow = pe.Workflow(name=name)
     workflow.base_dir = str(work_dir)
@@ -68,6 +69,8 @@ def init_brainparc_wf(
             device=device,
             omp_nthreads=omp_nthreads,
             name=f"single_t1w_{t1w.key}_wf",
+            recipe=recipe,
+            progress=progress,
         )
         workflow.add_nodes([single])
     return workflow
@@ -82,6 +85,8 @@ def init_single_t1w_wf(
     device: str = "auto",
     omp_nthreads: int = 1,
     name: str = "single_t1w_wf",
+    recipe: str = "auto",
+    progress: bool = False,
 ) -> pe.Workflow:
     """Process one T1w image: bias correction, skull stripping and parcellation, then the derivatives.
 
@@ -90,7 +95,7 @@ def init_single_t1w_wf(
     1. ``bias_correct``: N4 on the input grid (``desc-preproc_T1w``), the only N4 of this image.
     2. ``parcellate``: on that corrected image, conform, skull strip, Sobel edges, BrainParc cascade, clean-up, back
        to the input grid (:func:`brainparc.pipeline.parcellate_image` without its own N4); the GPU node, one job per
-       GPU.
+       GPU. A recipe without N4 (``reference``) parcellates the input T1w itself.
     3. ``ds_outputs_wf``: the derivatives (:func:`init_ds_outputs_wf`).
     """
     workflow = pe.Workflow(name=name)
@@ -102,11 +107,9 @@ def init_single_t1w_wf(
     inputnode.inputs.t1w = str(t1w.path)
 
     # Stage 1: bias-corrected T1w on the input grid
-    LOGGER.info("Stage 1: N4 bias correction of %s", t1w.path.name)
     bias_correct = pe.Node(BiasCorrect(nthreads=omp_nthreads), name="bias_correct", n_procs=omp_nthreads)
 
     # Stage 2: skull strip + parcellation of the corrected T1w (the GPU node; no second N4)
-    LOGGER.info("Stage 2: skull stripping and parcellation of %s", t1w.path.name)
     use_gpu = is_gpu_device(device)
     parcellate = pe.Node(
         Parcellate(
@@ -116,6 +119,8 @@ def init_single_t1w_wf(
             device=device,
             nthreads=omp_nthreads,
             use_gpu=use_gpu,
+            recipe=recipe,
+            progress=t1w.path.name.split(".")[0] if progress else "",
         ),
         name="parcellate",
         n_procs=1 if use_gpu else omp_nthreads,
@@ -123,11 +128,11 @@ def init_single_t1w_wf(
     )
 
     # Stage 3: derivatives
-    LOGGER.info("Stage 3: derivatives of %s", t1w.path.name)
     ds_outputs_wf = init_ds_outputs_wf(output_dir, [bids_uri(t1w.path, bids_dir)], t1w.age)
     ds_outputs_wf.inputs.inputnode.source_file = str(t1w.path)
     workflow.connect([
         (inputnode, bias_correct, [("t1w", "in_file")]),
+        (inputnode, parcellate, [("t1w", "raw_file")]),
         (bias_correct, parcellate, [("out_file", "in_file")]),
         (bias_correct, ds_outputs_wf, [("out_file", "inputnode.preproc")]),
         (parcellate, ds_outputs_wf, [

@@ -71,7 +71,8 @@ def test_force_runs_pseudo_brain_then_refine(monkeypatch):
     img = _head_img()
     pmask = np.zeros(img.shape, np.uint8)
     pmask[10:38, 10:38, 10:38] = 1
-    monkeypatch.setattr(skullstrip, "pseudo_brain_mask", lambda im, **kw: pmask)
+    fit = skullstrip.TemplateFit(pmask > 0, np.zeros((3, *img.shape), np.float32), "head", 0.0)
+    monkeypatch.setattr(skullstrip, "register_template", lambda im, **kw: fit)
     seen = {}
 
     def refine(arr, spacing):
@@ -81,12 +82,12 @@ def test_force_runs_pseudo_brain_then_refine(monkeypatch):
         prob[14:34, 14:34, 34:45] = 1.0  # brain attached to the cube, 4 slices inside the pseudo-brain mask, 7 outside
         return prob
 
-    res = strip_skull(img, mode="force", refine=refine)
-    assert res.method == "pseudo-brain+refine"
+    res = strip_skull(img, mode="force", refine=refine, dilation_iterations=0)
+    assert res.method == "pseudo-brain+refine" and res.registration is fit  # shared with the atlas warp
     np.testing.assert_array_equal(seen["arr"], np.asarray(img.dataobj) * pmask)
     assert seen["spacing"] == (1.0, 1.0, 1.0)
     assert np.asarray(res.mask.dataobj).sum() == 20**3 + 4 * 20**2  # nothing outside the pseudo-brain mask
-    res = strip_skull(img, mode="force")
+    res = strip_skull(img, mode="force", dilation_iterations=0)
     assert res.method == "pseudo-brain"
     np.testing.assert_array_equal(np.asarray(res.mask.dataobj), pmask)
 

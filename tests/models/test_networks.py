@@ -19,7 +19,7 @@ def _seed() -> None:
 
 def test_available_models() -> None:
     names = [f"{net}-{size}" for net in ("brainparc", "autostrip") for size in ("official", "lite", "tiny")]
-    assert available_models() == sorted(names)
+    assert available_models() == sorted([*names, "brainparc-atlas"])
     with pytest.raises(ValueError, match="unknown model preset"):
         build("nope")
 

@@ -172,3 +172,11 @@ def test_tissue_file_only_subject(tmp_path: Path):
     wm_group = ds.registry.groups[int(vol["targets"][10, 10, 10])]
     assert 91 in wm_group and 92 in wm_group and 1 not in wm_group  # WM parcels, not "Left Precentral"
     assert ds.registry.tissue_targets(vol["targets"])[10, 10, 10] == 3
+
+
+def test_window_without_brain_normalises_to_zeros():
+    """A background draw (no brain voxel in the augmented window) is all zeros, not a crash (killed a CPU run)."""
+    from brainparc.train.data import _normalise
+
+    out = _normalise(np.full((4, 4, 4), 7.0, np.float32), "in-mask-zscore", np.zeros((4, 4, 4), bool))
+    assert out.dtype == np.float32 and not out.any()

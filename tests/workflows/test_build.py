@@ -39,9 +39,9 @@ def test_build(tmp_path, n_t1w, skull_strip, device, omp, models):
             assert node.is_gpu_node() == device.startswith("cuda")
             assert node.n_procs == (1 if device.startswith("cuda") else omp)
             assert node.inputs.models == list(models) and node.inputs.skull_strip == skull_strip
-            # N4 once: the parcellation reads the bias_correct output and skips its own N4
-            assert node.inputs.bias_corrected is True
-            sources = [u.name for u, _ in flat.in_edges(node)]
-            assert sources == ["bias_correct"]
-            assert flat.get_edge_data(*next(iter(flat.in_edges(node))))["connect"] == [("out_file", "in_file")]
+            # N4 once: the parcellation reads the bias_correct output and skips its own N4; a recipe without N4
+            # (reference) reads the T1w as acquired (raw_file) instead
+            assert node.inputs.bias_corrected is True and node.inputs.recipe == "auto"
+            edges = {u.name: flat.get_edge_data(u, v)["connect"] for u, v in flat.in_edges(node)}
+            assert edges == {"bias_correct": [("out_file", "in_file")], "inputnode": [("t1w", "raw_file")]}
     assert not (tmp_path / "out").exists()  # building writes nothing

@@ -85,3 +85,37 @@ def test_graph_plugins_get_no_status_callback(plugin, graph):
     from brainparc.cli.run import _is_graph_plugin
 
     assert _is_graph_plugin(plugin) is graph
+
+
+def test_console_gets_one_line_per_broken_image(tmp_path, tiny_model_paths, capfd):
+    """Truncated, 4-D, all-zero and NaN images: one FAILED line each on the console, no nipype traceback there (the
+    tracebacks are in the crash files and the log file); the good, thick-sliced image completes, warned about once."""
+    import nibabel as nib
+    import numpy as np
+
+    bids = make_bids(tmp_path / "bids", [f"sub-0{i}/anat/sub-0{i}_T1w.nii.gz" for i in range(1, 6)])
+    good = phantom()
+    data = np.asarray(good.dataobj)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.5, 1.0])), bids / "sub-01/anat/sub-01_T1w.nii.gz")
+    truncated = bids / "sub-02/anat/sub-02_T1w.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), good.affine), bids / "sub-03/anat/sub-03_T1w.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros_like(data), good.affine), bids / "sub-04/anat/sub-04_T1w.nii.gz")
+    nan = data.copy()
+    nan[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(nan, good.affine), bids / "sub-05/anat/sub-05_T1w.nii.gz")
+    out = tmp_path / "out"
+    args = [str(bids), str(out), "participant", "--model", tiny_model_paths[0], "--skull-strip", "skip"]
+    code = main([*args, "--device", "cpu", "--nprocs", "2", "--omp-nthreads", "1", "--skip-bids-validation"])
+    captured = capfd.readouterr()  # file-descriptor level: the worker processes' output too
+    console = captured.out + captured.err
+    assert code == EXIT_FAILED
+    failed = _summary_lines(captured.out)
+    assert [line.split()[2] for line in failed] == ["sub-02", "sub-03", "sub-04", "sub-05"], console
+    for word in ("Traceback", "NodeExecutionError", "[Node]", "could not run node", "Saving crash info"):
+        assert word not in console, word
+    assert console.count("thick slices (1x1x2.5 mm)") == 1
+    assert _aparcaseg(out) == ["sub-01_desc-aparcaseg_dseg.nii.gz"]
+    (log,) = (out / "logs").glob("brainparc-*.log")
+    text = log.read_text()
+    assert "NodeExecutionError" in text and "Traceback" in text and "[Node] Finished" in text

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Train (or continue training) the bundled atlas-guided model on the CPU, in resumable runs (docs/models.md).
+#
+#   bash scripts/train_atlas_model.sh SHARED_DATA ROOT RUN_DIR SECONDS
+#
+# 1. the training root and the atlas coordinates (scripts/build_atlas.py; registrations are cached in ROOT),
+# 2. `brainparc train parc --preset brainparc-atlas` for SECONDS of training, resuming RUN_DIR's newest checkpoint
+#    when there is one (several runs of a few hours add up; the DataLoader workers are sized from the machine),
+# 3. the newest checkpoint exported as brainparc/models/weights/brainparc-atlas.safetensors with its card.
+# The atlas is NOT rebuilt here: weights are tied to the atlas they trained with (its sha256 is in their card).
+set -euo pipefail
+shared=${1:?shared data folder} root=${2:?training root} run=${3:?run folder} seconds=${4:?seconds of training}
+py=${PYTHON:-.venv/bin/python}
+if [[ ! -f "$root/csvfile/atlas.csv" ]]; then
+    "$py" scripts/build_atlas.py "$shared" "$root" --out "$root/atlas_rebuilt.npz"  # registers; keeps the bundled atlas
+    {
+        echo "IDs,folder,fold"
+        for n in $(seq 1 11); do echo "atlas_$n,MB,3"; done
+        echo "sub001_infant_infantile,BP,3"
+        echo "sub003_infant_adult_like,BP,3"
+        echo "atlas_12,MB,2"
+    } > "$root/csvfile/atlas.csv"
+fi
+resume=()
+if compgen -G "$run/checkpoints/chk_*.pt" > /dev/null; then resume=(--resume auto); fi
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} "$py" -m brainparc train parc --data "$root" --file-list atlas.csv \
+    --out "$run" --preset brainparc-atlas --synth-ratio 0 --batch-size 2 --amp --patches-per-subject 4 \
+    --epochs 100000 --time-limit "$seconds" --val-every 0 --keep-checkpoints 1000 --device cpu --no-progress "${resume[@]}"
+latest=$(ls -1v "$run"/checkpoints/chk_*.pt | tail -1)
+"$py" scripts/export_weights.py "$latest" brainparc/models/weights/brainparc-atlas.safetensors \
+    --status preliminary --inference "${INFERENCE_JSON:-{\}}" --note "${NOTE:-CPU-trained atlas-guided cascade}"
