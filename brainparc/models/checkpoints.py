@@ -28,7 +28,7 @@ CARD_KEY = "brainparc"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The bundled default models, one per task (the command line's ``--model default`` loads both); the bare name
 #: ``default`` in :func:`bundled_path` means the first, the parcellation model.
-DEFAULT_MODELS = ("brainparc-lite", "autostrip-lite")
+DEFAULT_MODELS = ("brainparc-atlas", "autostrip-lite")
 #: Official stage prefixes: their presence identifies a BrainParc (BT_Joint) checkpoint.
 BRAINPARC_STAGES = ("Boundary.", "Tissue.", "Parc.")
 

@@ -232,8 +232,8 @@ def test_missing_bundled_weights_message(no_bundled_weights) -> None:
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     assert "No bundled weights" in message and "--model PATH" in message and "BrainParc.pth.gz" in message
-    with pytest.raises(ModelNotFoundError, match="brainparc-lite"):
-        load("brainparc-lite")
+    with pytest.raises(ModelNotFoundError, match="brainparc-atlas"):
+        load("brainparc-atlas")
 
 
 def test_missing_file(tmp_path) -> None:
