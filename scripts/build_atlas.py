@@ -41,8 +41,8 @@ PAINT = {0: 0.0, 1: 0.3, 2: 0.65, 3: 1.0}
 
 def _painted(targets: np.ndarray, registry: GroupRegistry) -> np.ndarray:
     """A T1-like image of a label-only subject: each voxel gets its group's tissue intensity."""
-    tissue = np.append(registry.tissue_of_group, 0)[targets]  # IGNORE (-1) → background
-    return np.vectorize(lambda t: PAINT.get(int(t), 0.65), otypes=[np.float32])(tissue) if tissue.size else tissue
+    paint = np.array([PAINT.get(int(t), 0.65) for t in registry.tissue_of_group] + [0.0], dtype=np.float32)
+    return paint[targets]  # IGNORE (-1) → the last entry, background
 
 
 def _fsaverage(shared: Path, root: Path) -> None:

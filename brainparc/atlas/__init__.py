@@ -59,12 +59,10 @@ def load_atlas(path: str | Path | None = None) -> Atlas:
         fill = f["cortex_fill"].astype(np.int64)
         affine = f["affine"].astype(np.float64)
         name = str(f["name"])
-    n = prob.shape[0]
     onehot = np.zeros_like(prob)
     np.put_along_axis(onehot, fill[None], 1.0, axis=0)
     prob = prob + FILL_WEIGHT * onehot * (fill[None] > 0) + FLOOR
     prob /= prob.sum(axis=0, keepdims=True)
-    assert prob.shape[0] == n
     return Atlas(prob.astype(np.float32), affine, name, _sha256(path))
 
 

@@ -37,7 +37,6 @@ class AtlasAccumulator:
         self.affine, self.shape = np.asarray(affine, dtype=np.float64), tuple(shape)
         self.mass = np.zeros((n_groups, int(np.prod(shape))), dtype=np.float32)
         self.known = np.zeros(int(np.prod(shape)), dtype=np.float32)
-        self.sources = 0
 
     def add(self, targets: np.ndarray, coords: np.ndarray) -> None:
         """Splat one source: ``targets`` (group ids, IGNORE = -1) and ``coords`` (``[3, ...]`` template mm)."""
@@ -65,7 +64,6 @@ class AtlasAccumulator:
                 counts = np.bincount(flat, weights=w[inside], minlength=self.known.size).astype(np.float32)
                 self.mass[g] += counts
                 self.known += counts
-        self.sources += 1
 
 
 def resolve(acc: AtlasAccumulator, grouping: np.ndarray, sigma: float = 1.0, min_known: float = 0.5) -> np.ndarray:

@@ -242,20 +242,6 @@ def save(
     return {**card, "sha256": sha256_file(path)}
 
 
-def _inference_geometry(arch: Mapping[str, Any], card: Mapping[str, Any]) -> dict[str, Any]:
-    """The builder keywords, with the window of the card's ``inference`` section when it names one.
-
-    A cascade with the exact fusion field of view (``fusion_crops`` None) has no weight that depends on the window:
-    trained on small windows (cheap on a CPU), it can run on larger ones with the same patch/valid ratio, which
-    needs far fewer windows. The card records the window it was validated with.
-    """
-    kwargs = dict(arch.get("kwargs", {}))
-    window = {k: v for k, v in (card.get("inference") or {}).items() if k in ("patch_size", "valid_size")}
-    if window and kwargs.get("fusion_crops") is None:
-        kwargs.update(window)
-    return kwargs
-
-
 def bundled_atlas_entry() -> dict[str, str]:
     """The model-card entry naming the bundled atlas (:mod:`brainparc.atlas`): name and sha256."""
     from brainparc.atlas import load_atlas
@@ -345,7 +331,7 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
         state, card = read_safetensors(path)
         arch = card.get("arch") or {}
         if arch.get("builder") in BUILDERS:
-            model = _instantiate(arch["builder"], _inference_geometry(arch, card), empty=True)
+            model = _instantiate(arch["builder"], arch.get("kwargs", {}), empty=True)
         elif card.get("preset") in PRESETS:
             row = PRESETS[card["preset"]]
             model = _instantiate(row.builder, row.kwargs, empty=True)
