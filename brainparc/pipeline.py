@@ -200,6 +200,7 @@ def parcellate_image(
     from brainparc.inference import predict_brain_mask, predict_parcellation, resolve_device, set_threads
     from brainparc.inference.recipes import recipe_for
     from brainparc.inference.sliding_window import Resample
+    from brainparc.models import TissueFromParcels
 
     set_threads(opts.nthreads)
     device = resolve_device(opts.device)
@@ -269,7 +270,7 @@ def parcellate_image(
         edges = sobel_edges(brain, dtype=np.dtype(recipe.edge_dtype))
     with timer.stage("parcellation"):
         result = predict_parcellation(
-            models.parc,
+            TissueFromParcels(models.parc, labels.dk_struct().tissue_of) if recipe.tissue == "parcels" else models.parc,
             np.asarray(brain.dataobj, dtype=np.float32),
             np.asarray(edges.dataobj, dtype=np.float32),
             models.parc_card,
@@ -297,7 +298,10 @@ def parcellate_image(
             out_parc = nib.Nifti1Image(refined, out_parc.affine, out_parc.header)
         probs = np.moveaxis(tissue_probs, 0, -1).astype(np.float32)
         out_probs = unconform(probs, conformed, order=1)
-        tissue = np.argmax(np.asarray(out_probs.dataobj), axis=-1).astype(np.int16)
+        if recipe.tissue == "parcels":  # the tissue class of each final parcel: the two maps agree voxel for voxel
+            tissue = labels.dk_struct().to_tissue(np.asarray(out_parc.dataobj))
+        else:
+            tissue = np.argmax(np.asarray(out_probs.dataobj), axis=-1).astype(np.int16)
         if recipe.mask_labels:
             tissue *= np.asarray(out_mask.dataobj) > 0
         out_tissue = nib.Nifti1Image(tissue.astype(np.int16), img.affine, out_mask.header)

@@ -56,6 +56,10 @@ class Recipe:
         grid) or ``"sequential"`` (the published order, ties kept, on the final grid).
     mask_labels
         Parcels and tissue set to 0 outside the brain mask.
+    tissue
+        Where the tissue maps come from: ``"network"`` (the cascade's tissue head, published) or ``"parcels"`` (the
+        parcel probabilities summed per tissue class, and ``tissue_dseg`` the tissue class of each final parcel: the
+        tissue map never contradicts the parcellation; :mod:`brainparc.models.tissue`).
     strip_native_grid
         AutoStrip on the input grid (reoriented only) instead of the model grid.
     strip_official_tiling
@@ -79,6 +83,7 @@ class Recipe:
     resample_probabilities: bool
     refine: str
     mask_labels: bool
+    tissue: str
     strip_native_grid: bool
     strip_official_tiling: bool
     strip_cleanup: str
@@ -102,6 +107,7 @@ RECIPES: dict[str, Recipe] = {
         resample_probabilities=False,
         refine="independent",
         mask_labels=True,
+        tissue="parcels",
         strip_native_grid=False,
         strip_official_tiling=False,
         strip_cleanup="fill-holes",
@@ -119,6 +125,7 @@ RECIPES: dict[str, Recipe] = {
         resample_probabilities=True,
         refine="sequential",
         mask_labels=False,
+        tissue="network",
         strip_native_grid=True,
         strip_official_tiling=True,
         strip_cleanup="largest-component",

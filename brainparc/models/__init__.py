@@ -43,6 +43,7 @@ from .checkpoints import (
     sha256_file,
     write_safetensors,
 )
+from .tissue import TissueFromParcels
 
 __all__ = [
     "ATLAS_ONLY",
@@ -57,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "ModelNotFoundError",
     "Preset",
+    "TissueFromParcels",
     "attach_bundled_atlas",
     "available_models",
     "build",

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .blocks import to_jsonable
 from .brainparc_net import BrainParcNet
+from .tissue import parcel_tissue, tissue_matrix
 
 #: Template coordinates are divided by this before the network sees them (the MNI brain spans about ±100 mm).
 COORD_SCALE = 100.0
@@ -116,10 +116,9 @@ class AtlasPriorNet(nn.Module):
     def __init__(self, tissue_of_class: Sequence[int], patch_size: int = 96, valid_size: int = 96) -> None:
         super().__init__()
         self.register_buffer("atlas", torch.zeros(0), persistent=False)
-        tissue = torch.as_tensor(list(tissue_of_class), dtype=torch.long)
-        self.register_buffer("tissue_matrix", F.one_hot(tissue, 4).float(), persistent=False)  # [107, 4]
+        self.register_buffer("tissue_matrix", tissue_matrix(tissue_of_class), persistent=False)  # [107, 4]
         self.atlas_affine: np.ndarray | None = None
-        self.image_channels, self.in_channels, self.out_channels = IMAGE_CHANNELS, IMAGE_CHANNELS + 3, len(tissue)
+        self.image_channels, self.in_channels, self.out_channels = IMAGE_CHANNELS, IMAGE_CHANNELS + 3, len(tissue_of_class)
         self.patch_size, self.valid_size = patch_size, valid_size
         self.preset: str | None = "atlas-only"
         self.config = {"patch_size": patch_size, "valid_size": valid_size}
@@ -132,6 +131,6 @@ class AtlasPriorNet(nn.Module):
         p, v = self.patch_size, self.valid_size
         lo = (p - v) // 2
         parc = self.prior(x[:, self.image_channels :, lo : lo + v, lo : lo + v, lo : lo + v].float())
-        tissue = torch.einsum("bc...,ct->bt...", parc, self.tissue_matrix)
+        tissue = parcel_tissue(parc, self.tissue_matrix)
         empty = parc[:, :0]
         return empty, empty, tissue, tissue, parc, (parc if parc_b else None)

@@ -138,6 +138,12 @@ def test_atlas_only_parcellate_runs_on_a_small_image(tmp_path, monkeypatch):
     # the image's voxel axis 0 runs toward the left (LAS): its high-i half is the left hemisphere
     left_half = out[shape[0] // 2 + 4 :][out[shape[0] // 2 + 4 :] > 0]
     assert np.isin(left_half, list(LEFT)).mean() > 0.8
+    tissue = np.asarray(nib.load(tmp_path / "o" / "tissue_dseg.nii.gz").dataobj)
+    np.testing.assert_array_equal(tissue, TABLE.to_tissue(out))  # fast recipe: tissue is each parcel's tissue
+    probs = np.asarray(nib.load(tmp_path / "o" / "tissue_probseg.nii.gz").dataobj)
+    # the probabilities are the parcels' sums; their argmax may differ from the argmax parcel's tissue, and the
+    # phantom's box holds atlas background that fill_brain turned into parcels
+    assert (probs.argmax(-1)[mask] == tissue[mask]).mean() > 0.8
     prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert prov["atlas"]["sha256"] == load_atlas().sha256 and prov["models"]["parcellation"]["preset"] == "atlas-only"
 
