@@ -26,9 +26,10 @@ from brainparc.outputs import publish
 CARD_KEY = "brainparc"
 #: Where bundled weights live: ``weights/<name>.safetensors``.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: The bundled default models, one per task (the command line's ``--model default`` loads both); the bare name
-#: ``default`` in :func:`bundled_path` means the first, the parcellation model.
-DEFAULT_MODELS = ("brainparc-atlas", "autostrip-lite")
+#: The bundled default models (the command line's ``--model default``); the bare name ``default`` in
+#: :func:`bundled_path` means the first, the parcellation model. No skull-stripping network: the registered template
+#: mask beat the bundled ``autostrip-lite`` on every reference mask (docs/models.md); it stays bundled, opt-in.
+DEFAULT_MODELS = ("brainparc-atlas",)
 #: Official stage prefixes: their presence identifies a BrainParc (BT_Joint) checkpoint.
 BRAINPARC_STAGES = ("Boundary.", "Tissue.", "Parc.")
 

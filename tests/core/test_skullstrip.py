@@ -87,9 +87,10 @@ def test_force_runs_pseudo_brain_then_refine(monkeypatch):
     np.testing.assert_array_equal(seen["arr"], np.asarray(img.dataobj) * pmask)
     assert seen["spacing"] == (1.0, 1.0, 1.0)
     assert np.asarray(res.mask.dataobj).sum() == 20**3 + 4 * 20**2  # nothing outside the pseudo-brain mask
-    res = strip_skull(img, mode="force", dilation_iterations=0)
-    assert res.method == "pseudo-brain"
-    np.testing.assert_array_equal(np.asarray(res.mask.dataobj), pmask)
+    res = strip_skull(img, mode="force", dilation_iterations=2)
+    assert res.method == "template"  # the warped template brain mask itself; the dilation is only the pseudo-brain's
+    np.testing.assert_array_equal(np.asarray(res.mask.dataobj), fit.mask.astype(np.uint8))
+    assert (np.asarray(res.pseudo_brain.dataobj) != 0).sum() > (np.asarray(img.dataobj) * pmask != 0).sum()
 
 
 @pytest.mark.slow
@@ -105,8 +106,9 @@ def test_pseudo_brain_covers_autostrip_brain(shared_data, sub):
 
 @pytest.mark.slow
 def test_whole_head_pseudo_brain_mne_sample(shared_data):
-    """Whole head (MNE sample, 3 mm → 1 mm, neck and face in the field of view): the pseudo-brain mask covers most of
-    the FreeSurfer brain (measured 0.937) without spreading into the neck (2.7 l; a plain affine gave 3.9 l)."""
+    """Whole head (MNE sample, 3 mm → 1 mm, neck and face in the field of view): the pseudo-brain covers most of the
+    FreeSurfer brain (the network's margin) without spreading into the neck (2.7 l; a plain affine gave 3.9 l), and the
+    template mask itself agrees with FreeSurfer's brain.mgz (Dice 0.839 measured; the issue's target is 0.95)."""
     from nibabel.processing import resample_from_to
 
     d = shared_data / "whole_head/mne_sample"
@@ -114,10 +116,12 @@ def test_whole_head_pseudo_brain_mne_sample(shared_data):
     assert not is_skull_stripped(img)
     ref = np.asarray(resample_from_to(nib.load(d / "brain.mgz"), img, order=0).dataobj) > 0
     res = strip_skull(img, mode="auto", nthreads=2)
-    assert res.method == "pseudo-brain"
+    assert res.method == "template"
+    pseudo = np.asarray(res.pseudo_brain.dataobj) != 0
+    assert (pseudo & ref).sum() / ref.sum() >= 0.92
+    assert pseudo.sum() * 1e-6 < 3.0  # litres (1 mm grid)
     mask = np.asarray(res.mask.dataobj) > 0
-    assert (mask & ref).sum() / ref.sum() >= 0.92
-    assert mask.sum() * 1e-6 < 3.0  # litres (1 mm grid)
+    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) >= 0.80
 
 
 def test_near_zero_background_counts_as_background():
