@@ -200,6 +200,7 @@ def parcellate_image(
     from brainparc.inference.recipes import recipe_for
     from brainparc.inference.sliding_window import Resample
     from brainparc.models import TissueFromParcels
+    from brainparc.reports.qc import mask_label_agreement
 
     set_threads(opts.nthreads)
     device = resolve_device(opts.device)
@@ -284,6 +285,7 @@ def parcellate_image(
             coords=coords,
         )
     with timer.stage("postprocess"):  # results are on the skull-strip grid
+        mask_vs_labels = mask_label_agreement(mask, result.parc)  # before anything is masked or filled
         parc = refine_parcels(result.parc) if recipe.refine == "independent" else result.parc
         if recipe.mask_labels:
             parc = fill_brain(parc, mask)
@@ -322,6 +324,7 @@ def parcellate_image(
         "inference_recipe": recipe.to_dict(),
         "skull_strip": strip_provenance,
         "atlas": atlas_provenance,
+        "mask_vs_labels": mask_vs_labels,
         "model_grid": {"spacing_mm": list(model_grid.spacing), "shape": list(model_grid.out_shape)},
         "windows": result.n_windows,
         "overlap": 0.5 if recipe.official_tiling else overlap,

@@ -25,6 +25,7 @@ from brainparc.reports.qc import (
     ICV,
     display_items,
     image_flags,
+    mask_flags,
     participant_flags,
     sort_flags,
     summarise_flag,
@@ -206,7 +207,7 @@ def _summary(stem: str) -> tuple[list[str], str]:
         f"<p>{age_text}; intracranial volume {icv / 1e6:.3f} L; brain (GM+WM) "
         f"{vols.get(BRAIN, float('nan')) / 1e6:.3f} L.</p>"
     ]
-    flags = participant_flags(vols)
+    flags = participant_flags(vols) + mask_flags((_provenance(stem).get("Provenance") or {}).get("mask_vs_labels"))
     try:
         flags += image_flags(*_qc_images(stem))
     except Exception as exc:  # report what is there, say what is not

@@ -35,6 +35,7 @@ FLAG_ORDER = (
     "empty_mask",
     "brain_fraction",
     "mask_blob",
+    "mask_vs_labels",
     "ventricles_not_csf",
     "asymmetry",
     "missing_region",
@@ -57,6 +58,42 @@ def _flag(kind: str, severity: str, items: Sequence[tuple[str, str]], detail: st
     if detail is None:
         detail = ", ".join(f"{name} ({value})" if value else name for name, value in items)
     return {"flag": kind, "severity": severity, "detail": detail, "items": list(items)}
+
+
+#: Dice between the brain mask and the network's own labelled voxels below this is flagged (FastSurfer-style check).
+MIN_MASK_LABEL_DICE = 0.9
+
+
+def mask_label_agreement(mask: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How well the brain mask and the parcellation network's raw labels (before any masking or filling) agree.
+
+    The parcellation labels every brain voxel, CSF included, so a mask that cuts cortex leaves labels outside it and a
+    mask that keeps dura or skull holds voxels the network calls background: ``dice`` of the two, the fraction of the
+    mask left unlabelled (``mask_unlabelled``: mask too loose) and the labelled voxels outside the mask as a fraction of
+    the mask (``labels_outside``: mask too tight). Labels are only predicted near the mask (the ROI margin), so
+    ``labels_outside`` counts a tight mask's misses up to that margin.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    labelled = np.asarray(labels) > 0
+    n_mask = int(mask.sum())
+    total = n_mask + int(labelled.sum())
+    return {
+        "dice": round(2.0 * int((mask & labelled).sum()) / total, 4) if total else float("nan"),
+        "mask_unlabelled": round(int((mask & ~labelled).sum()) / n_mask, 4) if n_mask else float("nan"),
+        "labels_outside": round(int((labelled & ~mask).sum()) / n_mask, 4) if n_mask else float("nan"),
+    }
+
+
+def mask_flags(agreement: Mapping[str, float] | None) -> list[dict[str, Any]]:
+    """A warning when :func:`mask_label_agreement`'s Dice is below :data:`MIN_MASK_LABEL_DICE` (none when unknown)."""
+    if not agreement or not agreement.get("dice", 1.0) < MIN_MASK_LABEL_DICE:
+        return []
+    detail = (
+        f"brain mask vs the network's labels: Dice {agreement['dice']:.3f}; {100 * agreement['mask_unlabelled']:.1f} % "
+        f"of the mask unlabelled (mask too loose?), labels outside the mask {100 * agreement['labels_outside']:.1f} % "
+        f"of its volume (mask too tight?)"
+    )
+    return [_flag("mask_vs_labels", "warning", [], detail)]
 
 
 def participant_flags(volumes: Mapping[str, float]) -> list[dict[str, Any]]:

@@ -146,6 +146,7 @@ def test_atlas_only_parcellate_runs_on_a_small_image(tmp_path, monkeypatch):
     assert (probs.argmax(-1)[mask] == tissue[mask]).mean() > 0.8
     prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert prov["atlas"]["sha256"] == load_atlas().sha256 and prov["models"]["parcellation"]["preset"] == "atlas-only"
+    assert set(prov["mask_vs_labels"]) == {"dice", "mask_unlabelled", "labels_outside"}  # the QC number is recorded
 
 
 def test_brainparc_index_round_trips_through_freesurfer_ids(shared_data):

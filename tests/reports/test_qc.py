@@ -57,3 +57,23 @@ def test_group_qc_marks_outlier_within_band():
     qc, outliers = qc_table(table, regions)
     assert qc.loc[5, "n_outlier_regions"] == 1 and "Left Region0" in qc.loc[5, "outlier_regions"]
     assert outliers["Left Region0"].sum() == 1
+
+
+def test_mask_label_agreement_tells_tight_from_loose():
+    from brainparc.reports.qc import mask_flags, mask_label_agreement
+
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[5:15, 5:15, 5:15] = 7
+    same = mask_label_agreement(labels > 0, labels)
+    assert same == {"dice": 1.0, "mask_unlabelled": 0.0, "labels_outside": 0.0} and mask_flags(same) == []
+    tight = np.zeros(labels.shape, bool)
+    tight[5:15, 5:15, 5:10] = True  # half the brain cut away
+    got = mask_label_agreement(tight, labels)
+    assert got["mask_unlabelled"] == 0.0 and got["labels_outside"] == 1.0 and got["dice"] < 0.7
+    loose = np.zeros(labels.shape, bool)
+    loose[3:17, 3:17, 3:17] = True  # a shell of non-brain around it
+    got = mask_label_agreement(loose, labels)
+    assert got["labels_outside"] == 0.0 and 0.6 < got["mask_unlabelled"] < 0.7
+    (flag,) = mask_flags(got)
+    assert flag["flag"] == "mask_vs_labels" and flag["severity"] == "warning" and "too loose" in flag["detail"]
+    assert mask_flags(None) == []
