@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from brainparc.atlas.build import AtlasAccumulator, atlas_grid, cortex_fill, res
 from brainparc.core.conform import conform
 from brainparc.core.skullstrip import load_template, register_template
 from brainparc.train.data import find_file, folder_declaration, read_file_list
-from brainparc.train.labelsets import IGNORE, GroupRegistry, load_declaration
+from brainparc.train.labelsets import IGNORE, GroupRegistry, LabelDeclaration, load_declaration
 
 sys.path.insert(0, str(Path(__file__).parent))
 from build_training_root import build as build_training_root
@@ -71,7 +72,7 @@ def register_all(root: Path, registry: GroupRegistry, nthreads: int | None) -> N
     for path in subjects(root):
         if (path / "coords.nii").is_file():
             continue
-        compiled = registry.compile(folder_declaration(path.parent)[0])
+        compiled = registry.compile(as_bundled(folder_declaration(path.parent)[0]))
         labs = nib.load(str(find_file(path, "parc")))
         brain_path = find_file(path, "brain")
         if brain_path is not None:
@@ -86,11 +87,24 @@ def register_all(root: Path, registry: GroupRegistry, nthreads: int | None) -> N
         print(f"registered {path.parent.name}/{path.name} in {fit.seconds:.0f} s", flush=True)
 
 
+def as_bundled(declaration: LabelDeclaration) -> LabelDeclaration:
+    """The declaration as the bundled atlas (sha256 89f271c27cb2) was built: Mindboggle's unlabelled brain ignored.
+
+    Training now reads it as white matter (``dkt31_aseg.json``); the atlas keeps its original sources so that this
+    script still rebuilds the atlas the bundled weights were trained with (another atlas invalidates them).
+    """
+    if declaration.name != "dkt31_aseg" or isinstance(declaration.unlabelled_in_brain, str):
+        return declaration
+    return dataclasses.replace(
+        declaration, unlabelled_in_brain="ignore", missing=declaration.missing | declaration.unlabelled_in_brain
+    )
+
+
 def build_atlas(root: Path, out: Path, spacing: float = 2.0) -> None:
     """Splat every registered subject into the atlas grid and write the atlas file."""
     registry = GroupRegistry()
     for name in ("full", "dkt31_aseg", "aseg"):
-        registry.compile(load_declaration(name))
+        registry.compile(as_bundled(load_declaration(name)))
     tpl, _ = load_template()
     affine, shape = atlas_grid(tpl.affine, tpl.shape, spacing)
     acc = AtlasAccumulator(affine, shape, len(registry))

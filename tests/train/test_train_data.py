@@ -84,13 +84,13 @@ def test_seeding_and_synth_mixing(layout: Path):
     seed_worker(0)
 
 
-def test_synthetic_parc_patch_keeps_unlabelled_brain_ignored(layout: Path):
+def test_synthetic_parc_patch_gives_unlabelled_brain_the_white_matter_group(layout: Path):
     ds = PatchDataset(layout, "train", patch_size=P, synth_ratio=1.0, seed=3)
-    item = ds[2]  # Mindboggle-like: WM gets its own intensity, its target stays IGNORE
+    item = ds[2]  # Mindboggle-like: the unlabelled brain is the WM group, with its own intensity
     assert item["synthetic"]
     t, img = item["target"], item["image"][0]
-    assert (t == IGNORE).any()
-    assert float(img[t == IGNORE].mean()) != pytest.approx(float(img[t == 0].mean()), abs=1e-3)
+    wm = [g for g in torch.unique(t).tolist() if g >= 0 and ds.registry.tissue_of_group[g] == 3]
+    assert wm and float(img[t == wm[0]].mean()) != pytest.approx(float(img[t == 0].mean()), abs=1e-3)
 
 
 def test_augmented_real_patch(layout: Path):
@@ -123,7 +123,7 @@ def test_window_helpers():
 
 @needs_shared_data
 def test_mindboggle_smoke(tmp_path: Path):
-    """One real Mindboggle atlas in the seed layout: DKT31+aseg targets, cerebral WM ignored, real and synthetic."""
+    """One real Mindboggle atlas in the seed layout: DKT31+aseg targets, cerebral WM a group, real and synthetic."""
     atlas = SHARED_DATA / "mindboggle" / "atlas_1"
     d = tmp_path / "data" / "MB" / "atlas_1"
     d.mkdir(parents=True)
@@ -137,7 +137,7 @@ def test_mindboggle_smoke(tmp_path: Path):
     vol = ds.load_subject(0)
     wm = (np.rint(vol["labels"]) == 0) & vol["brain"]
     outside = (np.rint(vol["labels"]) == 0) & ~vol["brain"]
-    assert np.all(vol["targets"][wm] == IGNORE) and np.all(vol["targets"][outside] == 0)
+    assert np.all(ds.registry.tissue_of_group[vol["targets"][wm]] == 3) and np.all(vol["targets"][outside] == 0)
     real = ds[0]
     assert not real["synthetic"] and real["image"].shape == (2, 48, 48, 48)
     ds.synth_ratio = 1.0
@@ -146,7 +146,7 @@ def test_mindboggle_smoke(tmp_path: Path):
     assert synth["synthetic"] and synth["image"].shape == (2, 48, 48, 48)
     for item in (real, synth):
         t = item["target"]
-        assert (t == IGNORE).any() and (t > 0).any()  # the window sits in the brain: WM ignored, parcels present
+        assert (t > 0).any() and (ds.registry.tissue_of_group[t[t >= 0].numpy()] == 3).any()  # WM and parcels
 
 
 def test_fully_labelled_fractions(layout: Path):

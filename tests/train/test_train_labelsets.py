@@ -56,12 +56,19 @@ def test_dkt31_merges_and_ignores():
     assert t[9] == 0  # outside the brain: background
 
 
-def test_dkt31_unlabelled_brain_is_ignored_not_background():
-    comp = GroupRegistry().compile(builtin_declaration("dkt31_aseg"))
+def test_dkt31_unlabelled_brain_is_white_matter_not_background():
+    """DKT31+aseg has no WM label: 0 inside the brain is the group "cerebral WM or corpus callosum" (never ignored:
+    ignoring it let the network call adult white matter cortex), 0 outside it background."""
+    reg = GroupRegistry()
+    comp = reg.compile(builtin_declaration("dkt31_aseg"))
     lab = np.zeros((4, 1, 1))
     lab[0] = FS["Precentral_L"]
     brain = np.array([1, 1, 0, 0]).reshape(4, 1, 1)
-    np.testing.assert_array_equal(comp.to_targets(lab, brain).ravel(), [IDX["Precentral_L"], IGNORE, 0, 0])
+    t = comp.to_targets(lab, brain).ravel()
+    assert t[0] == IDX["Precentral_L"] and t[2] == t[3] == 0
+    wm = {IDX[n] for n in ("Cerebral_WM_L", "Cerebral_WM_R", "CC_Anterior", "CC_Mid_Anterior", "CC_Central",
+                           "CC_Mid_Posterior", "CC_Posterior")}  # fmt: skip
+    assert reg.groups[t[1]] == wm and reg.tissue_of_group[t[1]] == 3
 
 
 def test_aseg_cortex_is_union_of_parcels_and_tissue_projection():
@@ -119,13 +126,14 @@ def test_mindboggle_atlas_targets():
     t = comp.to_targets(lab, brain)
     unlabelled_brain = (np.rint(lab) == 0) & brain
     assert unlabelled_brain.sum() > 100_000  # cerebral WM etc. (no WM label in DKT31+aseg)
-    assert np.all(t[unlabelled_brain] == IGNORE)  # ignored, never background
+    assert len(np.unique(t[unlabelled_brain])) == 1  # one group: white matter or corpus callosum, never background
+    assert IDX["Cerebral_WM_L"] in reg.groups[t[unlabelled_brain][0]]
     assert np.all(t[~brain & (np.rint(lab) == 0)] == 0)
     merged = reg.groups[t[np.rint(lab) == FS["Temporal_Sup_L"]][0]]
     assert merged == {IDX["Temporal_Sup_L"], IDX["Temporal_Sup_Banks_L"]}
     present = {c for g in np.unique(t[t >= 0]) for c in reg.groups[g]}
-    assert IDX["Cerebral_WM_L"] not in present and IDX["Cerebellum_Cortex_L"] in present
-    # tissue targets: cortex is GM, ignored stays ignored
+    assert IDX["Cerebellum_Cortex_L"] in present
+    # tissue targets: the unlabelled brain is WM
     tissue = reg.tissue_targets(t)
-    assert np.all(tissue[unlabelled_brain] == IGNORE)
+    assert np.all(tissue[unlabelled_brain] == 3)
     assert np.all(tissue[np.rint(lab) == FS["Precentral_L"]] == 2)
