@@ -88,7 +88,8 @@ def load_models(specs: Sequence[str]) -> LoadedModels:
     """Load the weights named on the command line (``default``, ``atlas``, paths, or bundled names), one per task.
 
     Without a skull-stripping model (the default), whole heads get the warped template brain mask
-    (:func:`~brainparc.core.skullstrip.strip_skull`): measured better than the bundled AutoStrip-lite on every reference.
+    (:func:`~brainparc.core.skullstrip.strip_skull`): measured better than the bundled AutoStrip-lite on every
+    reference.
     """
     from brainparc.models import DEFAULT_MODELS, load
 

@@ -65,8 +65,12 @@ def main() -> None:
         f"every 2nd valid voxel ({calib.voxels} voxels), checkpoint {a.checkpoint.name}",
         "nll_before": round(calib.nll_before, 4),
         "nll_after": round(calib.nll_after, 4),
-        "dev_window_dice": {"subjects": [e.subject for e in val.entries], "windows": a.dev_windows,
-                            "without": round(before, 4), "with": round(after, 4)},  # fmt: skip
+        "dev_window_dice": {
+            "subjects": [e.subject for e in val.entries],
+            "windows": a.dev_windows,
+            "without": round(before, 4),
+            "with": round(after, 4),
+        },
         "seconds": round(time.perf_counter() - start, 1),
     }
     a.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -129,7 +129,8 @@ class AtlasPriorNet(nn.Module):
         self.register_buffer("atlas", torch.zeros(0), persistent=False)
         self.register_buffer("tissue_matrix", tissue_matrix(tissue_of_class), persistent=False)  # [107, 4]
         self.atlas_affine: np.ndarray | None = None
-        self.image_channels, self.in_channels, self.out_channels = IMAGE_CHANNELS, IMAGE_CHANNELS + 3, len(tissue_of_class)
+        self.image_channels, self.in_channels = IMAGE_CHANNELS, IMAGE_CHANNELS + 3
+        self.out_channels = len(tissue_of_class)
         self.patch_size, self.valid_size = patch_size, valid_size
         self.preset: str | None = "atlas-only"
         self.config = {"patch_size": patch_size, "valid_size": valid_size}

@@ -94,9 +94,7 @@ def fit_class_offsets(
     return Calibration(fitted.numpy().astype(np.float32), before, after, int(logp.shape[0]))
 
 
-def pooled_dice(
-    logp: Tensor, groups: Tensor, class_of_group: np.ndarray, offsets: np.ndarray | None = None
-) -> float:
+def pooled_dice(logp: Tensor, groups: Tensor, class_of_group: np.ndarray, offsets: np.ndarray | None = None) -> float:
     """Mean Dice over the classes present, pooled over all voxels whose group is a single class (argmax labels)."""
     cls = torch.as_tensor(class_of_group)[groups]
     keep = cls >= 0
