@@ -2,7 +2,7 @@
 
     python scripts/export_weights.py RUN/checkpoints/chk_20.pt OUT.safetensors --status preliminary \
         --inference '{"overlap": 0.25, "cpu_amp": true, "patch_size": 128, "valid_size": 64}' \
-        --note "..." [--dev-dice RUN/dev_dice.tsv] [--calibration calibration.json]
+        --note "..." [--dev-dice RUN/dev_dice.tsv]
 
 The card holds the run's resolved configuration (``RUN/config.json``), epochs and steps, the loss history, the atlas
 the network was trained with (atlas-guided presets), the software versions and the machine, and whatever ``--note``,
@@ -22,15 +22,7 @@ import torch
 from brainparc import models
 
 
-def export(
-    checkpoint: Path,
-    out: Path,
-    status: str,
-    inference: dict,
-    note: str,
-    dev_dice: Path | None,
-    calibration: Path | None = None,
-) -> dict:
+def export(checkpoint: Path, out: Path, status: str, inference: dict, note: str, dev_dice: Path | None) -> dict:
     """Write ``out`` from ``checkpoint`` and return the card."""
     run = checkpoint.parent.parent
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
@@ -50,8 +42,6 @@ def export(
         with dev_dice.open(encoding="utf-8") as fh:
             training["dev_dice"] = list(csv.DictReader(fh, delimiter="\t"))
     extra = {"atlas": models.bundled_atlas_entry()} if isinstance(model, models.AtlasGuidedNet) else {}
-    if calibration is not None:  # scripts/calibrate_offsets.py's output: class log-offsets and how they were fitted
-        extra["calibration"] = json.loads(calibration.read_text(encoding="utf-8"))
     defaults = dict(models.PRESETS[config["preset"]].card.get("inference") or {})
     return models.save(
         model,
@@ -73,9 +63,8 @@ def main() -> None:
     p.add_argument("--inference", type=json.loads, default={}, help="JSON: inference defaults of the card")
     p.add_argument("--note", default="", help="what a user should know about these weights")
     p.add_argument("--dev-dice", type=Path, default=None, help="TSV of dev Dice per checkpoint to record")
-    p.add_argument("--calibration", type=Path, default=None, help="JSON of scripts/calibrate_offsets.py")
     a = p.parse_args()
-    card = export(a.checkpoint, a.out, a.status, a.inference, a.note, a.dev_dice, a.calibration)
+    card = export(a.checkpoint, a.out, a.status, a.inference, a.note, a.dev_dice)
     print(f"wrote {a.out} (sha256 {card['sha256'][:12]}, epochs {card['training']['epochs']})")
 
 

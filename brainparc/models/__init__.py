@@ -348,8 +348,6 @@ def load(path_or_name: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     load_state_dict_strict(model, state, what=str(path))
     if isinstance(model, AtlasGuidedNet):
         attach_bundled_atlas(model, card.get("atlas"))
-        if card.get("calibration"):
-            model.set_class_offsets(card["calibration"]["class_log_offsets"])
     model.preset = card.get("preset")
     card.update(sha256=sha256_file(path), source=source)
     if card.get("status") == "preliminary":

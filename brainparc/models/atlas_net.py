@@ -5,8 +5,7 @@ the pipeline's one template registration). The cascade (:class:`~brainparc.model
 image and the coordinates (scaled to ~[-1, 1]); its parcel probabilities are combined with the atlas prior sampled at
 the same coordinates as a product of experts::
 
-    p(class) ∝ p_net(class) · prior(class) ** w · exp(b_class)
-                 (w learnt, starts at 1; b: per-class offsets fitted after training, brainparc.train.calibrate)
+    p(class) ∝ p_net(class) · prior(class) ** w        (w learnt, starts at 1)
 
 so an untrained cascade (uniform output) gives the atlas-only answer on the small branch (``parc_s``, the output
 inference reads; ``parc_b`` stays the cascade's own deep-supervision output), and training only has to learn where
@@ -53,8 +52,6 @@ class AtlasGuidedNet(nn.Module):
         self.net = BrainParcNet(in_channels=image_channels + 3, **cascade)
         self.prior_weight = nn.Parameter(torch.ones(()))
         self.register_buffer("atlas", torch.zeros(0), persistent=False)
-        # per-class log-offsets fitted after training (brainparc.train.calibrate); from the card, never trained
-        self.register_buffer("class_offsets", torch.zeros(self.net.out_channels), persistent=False)
         self.atlas_affine: np.ndarray | None = None
         self.image_channels = image_channels
         self.in_channels = image_channels + 3
@@ -70,13 +67,6 @@ class AtlasGuidedNet(nn.Module):
         self.atlas = torch.as_tensor(prob, dtype=torch.float32, device=self.atlas.device)
         self.atlas_affine = np.asarray(affine, dtype=np.float64)
 
-    def set_class_offsets(self, offsets: Sequence[float]) -> None:
-        """Add ``offsets`` (one per class) to the combined log-probabilities (the card's ``calibration``)."""
-        values = torch.as_tensor(list(offsets), dtype=torch.float32, device=self.class_offsets.device)
-        if values.shape != self.class_offsets.shape:
-            raise ValueError(f"{values.numel()} class offsets for {self.class_offsets.numel()} classes")
-        self.class_offsets = values
-
     def prior(self, coords: torch.Tensor) -> torch.Tensor:
         """Atlas probabilities ``[B, C, ...]`` at template coordinates ``coords`` (``[B, 3, ...]``, mm)."""
         from brainparc.atlas import warp_atlas
@@ -88,7 +78,6 @@ class AtlasGuidedNet(nn.Module):
     def _combine(self, p_net: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         log_prior = torch.log(self.prior(coords).clamp_min(1e-6))
         logits = torch.log(p_net.float().clamp_min(1e-6)) + self.prior_weight * log_prior
-        logits = logits + self.class_offsets.view(1, -1, *([1] * (logits.ndim - 2)))
         return torch.softmax(logits, dim=1).to(p_net.dtype)
 
     def forward(self, x: torch.Tensor, parc_b: bool = True) -> tuple[torch.Tensor | None, ...]:
