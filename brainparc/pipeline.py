@@ -247,7 +247,7 @@ def parcellate_image(
             refine=refine,
             nthreads=opts.nthreads,
             cleanup=recipe.strip_cleanup,
-            progress=opts.progress,
+            progress=_progress(opts, "registration"),
         )
     strip_provenance = {"mode": opts.skull_strip, "method": stripped.method}
     if stripped.method == "pseudo-brain+refine":  # the network ran: with which settings

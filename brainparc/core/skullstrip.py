@@ -180,7 +180,7 @@ def register_template(
         ≈1-2 % of the mask voxels (at its border). Bit-identical masks need ``sampling_rate=1.0`` and one ITK thread
         (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1`` before the first ANTs call; verified), at about twice the time.
     progress
-        A tqdm bar over the registration stages on stderr; a string labels it.
+        A tqdm bar over the registration stages on stderr; a string is its label.
     """
     import time
 
@@ -200,7 +200,7 @@ def register_template(
     from tqdm.auto import tqdm
 
     syn = bool(syn_iterations and any(syn_iterations))
-    desc = f"{progress}: registration" if isinstance(progress, str) else "registration"
+    desc = progress if isinstance(progress, str) else "registration"
     bar = tqdm(total=len(linear) + syn + 1, desc=desc, unit="stage", disable=not progress)  # + the warps
     with tempfile.TemporaryDirectory(prefix="brainparc_reg_") as tmp, _with_seed(seed), bar:
         transforms = None
