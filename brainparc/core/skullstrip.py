@@ -11,7 +11,8 @@ distribute with the copyright notice kept); cite Fonov et al., NeuroImage 54 (20
 
 A brain-only template does not register to a whole head (mutual information happily scales the brain onto the
 scalp: 4.4 l "brains" on the MNE sample head), so for heads the template gets a synthetic skull and scalp
-(:func:`synthetic_head`); for pseudo-brains and stripped inputs the plain brain template is used, as the reference
+(:func:`synthetic_head`), starts from the top of the head and computes the linear stages' metric on the cranium
+(:func:`find_cranium`); for pseudo-brains and stripped inputs the plain brain template is used, as the reference
 does. Registration runs at ``reg_spacing`` (2.5 mm; linear MI stages 200x200x100, then SyN 40x20x0) and only the
 final mask warp is at full resolution. Age: the affine stage absorbs head size (infant pseudo-brains reach ≥ 99.8 %
 coverage with the adult template); no age-specific template is needed for the dilated pseudo-brain mask.
@@ -29,6 +30,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainparc.core.bias import foreground_mask
 from brainparc.core.io import nib_to_ants, set_ants_threads
 
 LOGGER = logging.getLogger(__name__)
@@ -117,6 +119,46 @@ def synthetic_head(tpl: nib.Nifti1Image, mask: nib.Nifti1Image) -> nib.Nifti1Ima
     return nib.Nifti1Image(head, tpl.affine)
 
 
+@dataclass(frozen=True)
+class Cranium:
+    """Where a whole head's cranium is: the linear registration's starting point and metric region.
+
+    ``anchor``: world point (RAS mm) at the height of the top of the head, centred left-right and front-back on the
+    head within ``anchor_depth_mm`` of that top. ``mask``: the head within ``depth_mm`` of its top (bool, image
+    grid). Neither depends on how much neck, face or shoulder the field of view holds, which is what misled the
+    centre-of-mass start: on the MNE sample head 7 of 8 seeds put the template brain into the face and neck
+    (template mask 1.95-2.47 l, Dice 0.72-0.80 vs FreeSurfer's brain.mgz); from this start and with the metric on the
+    cranium the same 3 seeds gave 1.45 l and Dice 0.883 each (docs/models.md).
+    """
+
+    anchor: np.ndarray
+    mask: np.ndarray
+
+
+def find_cranium(
+    img: nib.spatialimages.SpatialImage, depth_mm: float = 120.0, anchor_depth_mm: float = 80.0
+) -> Cranium:
+    """The cranium of a whole-head image (:class:`Cranium`): head foreground, its top, the head below it."""
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    head = largest_component(foreground_mask(data, _zooms(img)))
+    if not head.any():
+        raise ValueError("no head foreground found in the image")
+    world_z = nib.affines.apply_affine(img.affine, np.indices(data.shape).reshape(3, -1).T)[:, 2].reshape(data.shape)
+    top = float(world_z[head].max())
+    cap = np.argwhere(head & (world_z > top - anchor_depth_mm))
+    x, y = nib.affines.apply_affine(img.affine, cap)[:, :2].mean(axis=0)
+    return Cranium(np.array([x, y, top]), head & (world_z > top - depth_mm))
+
+
+def _write_translation(shift_ras: np.ndarray, path: str) -> str:
+    """An ANTs affine transform file translating fixed-space points by ``shift_ras`` (mm, RAS) into moving space."""
+    import ants
+
+    lps = np.asarray(shift_ras, dtype=float) * np.array([-1.0, -1.0, 1.0])
+    ants.write_transform(ants.create_ants_transform("AffineTransform", dimension=3, translation=tuple(lps)), path)
+    return path
+
+
 #: Template coordinate of voxels the template does not reach (outside its field of view after the warp).
 OUTSIDE_TEMPLATE = -1.0e4
 
@@ -140,9 +182,7 @@ def _template_coordinate_images(tpl: nib.Nifti1Image) -> list[nib.Nifti1Image]:
     """Three images on the template grid holding its world x, y and z (mm) at every voxel."""
     ijk = np.indices(tpl.shape[:3], dtype=np.float32)
     aff = np.asarray(tpl.affine, dtype=np.float32)
-    return [
-        nib.Nifti1Image(np.tensordot(aff[axis, :3], ijk, axes=1) + aff[axis, 3], tpl.affine) for axis in range(3)
-    ]
+    return [nib.Nifti1Image(np.tensordot(aff[axis, :3], ijk, axes=1) + aff[axis, 3], tpl.affine) for axis in range(3)]
 
 
 def register_template(
@@ -172,7 +212,8 @@ def register_template(
         ANTs linear stages run in turn before SyN (Mattes MI, 200x200x100 at shrink 4/2/1). Default for the head
         template: ``Similarity`` then ``Affine`` (an affine started from the centre-of-mass alignment stretches the
         brain into neck and face: 3.9 l on the MNE sample head, 2.7 l this way); for the brain template ``Affine``
-        alone (the reference's choice).
+        alone (the reference's choice). For the head template they start from the top of the head and compute the
+        metric on the cranium only (:func:`find_cranium`); the brain template starts from the centres of mass.
     sampling_rate
         Fraction of fixed-image points used by the linear stages' Mattes metric.
     seed
@@ -203,7 +244,14 @@ def register_template(
     desc = progress if isinstance(progress, str) else "registration"
     bar = tqdm(total=len(linear) + syn + 1, desc=desc, unit="stage", disable=not progress)  # + the warps
     with tempfile.TemporaryDirectory(prefix="brainparc_reg_") as tmp, _with_seed(seed), bar:
-        transforms = None
+        transforms, metric_mask = None, {}
+        if template == "head":
+            subject, model = find_cranium(img), _template_cranium()
+            transforms = [_write_translation(model.anchor - subject.anchor, f"{tmp}/start.mat")]
+            cap = ants.resample_image(
+                nib_to_ants(img, subject.mask), (reg_spacing,) * 3, use_voxels=False, interp_type=1
+            )
+            metric_mask = {"mask": cap.new_image_like((cap.numpy() > 0.5).astype(np.float32))}
         for k, kind in enumerate(linear):
             lin = ants.registration(
                 fixed,
@@ -216,6 +264,7 @@ def register_template(
                 aff_iterations=(200, 200, 100),
                 aff_shrink_factors=(4, 2, 1),
                 aff_smoothing_sigmas=(2, 1, 0),
+                **metric_mask,
             )
             transforms = lin["fwdtransforms"]
             bar.update()
@@ -243,6 +292,11 @@ def register_template(
     # linear interpolation across the field-of-view edge blends real coordinates with the sentinel
     coords[:, (coords < OUTSIDE_TEMPLATE / 2).any(axis=0)] = OUTSIDE_TEMPLATE
     return TemplateFit(warped.numpy() > 0.5, coords, template, round(time.perf_counter() - start, 3))
+
+
+@functools.lru_cache(maxsize=1)
+def _template_cranium() -> Cranium:
+    return find_cranium(synthetic_head(*load_template()))
 
 
 def register_template_mask(img: nib.spatialimages.SpatialImage, **register_kwargs) -> np.ndarray:

@@ -104,24 +104,41 @@ def test_pseudo_brain_covers_autostrip_brain(shared_data, sub):
     assert (mask & ref).sum() / ref.sum() >= 0.99
 
 
-@pytest.mark.slow
-def test_whole_head_pseudo_brain_mne_sample(shared_data):
+def test_find_cranium_ignores_the_neck():
+    """The registration's start is the top of the head, centred on the skull cap, whatever lies below it: a ball
+    "cranium" on a long off-centre "neck" (which drags the centre of mass 40 mm down and 12 mm forward)."""
+    shape = (80, 80, 200)
+    i, j, k = np.indices(shape)
+    head = (i - 40) ** 2 + (j - 40) ** 2 + (k - 150) ** 2 <= 35**2
+    neck = ((i - 40) ** 2 + (j - 52) ** 2 <= 15**2) & (k < 130)
+    data = np.where(head | neck, 100.0, 0.0).astype(np.float32)
+    aff = np.diag([-1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = (40, -40, -100)
+    cranium = skullstrip.find_cranium(nib.Nifti1Image(data, aff), depth_mm=100.0)
+    top = nib.affines.apply_affine(aff, (40, 40, 185))
+    np.testing.assert_allclose(cranium.anchor, top, atol=1.5)
+    assert cranium.mask[40, 40, 150] and not cranium.mask[40, 52, 60]  # cranium in, neck (> 100 mm down) out
+
+
+@pytest.mark.parametrize("seed", [1, pytest.param(42, marks=pytest.mark.slow)])
+def test_whole_head_registration_mne_sample(shared_data, seed):
     """Whole head (MNE sample, 3 mm → 1 mm, neck and face in the field of view): the pseudo-brain covers most of the
-    FreeSurfer brain (the network's margin) without spreading into the neck (2.7 l; a plain affine gave 3.9 l), and the
-    template mask itself agrees with FreeSurfer's brain.mgz (Dice 0.839 measured; the issue's target is 0.95)."""
+    FreeSurfer brain (the network's margin) without spreading into the neck, and the template mask agrees with
+    FreeSurfer's brain.mgz. Started from the centres of mass, seed 1 put the brain into the face and neck (2.2 l,
+    Dice 0.755, and 7 of 8 seeds failed); from the top of the head every seed gave 1.45 l and Dice 0.88."""
     from nibabel.processing import resample_from_to
 
     d = shared_data / "whole_head/mne_sample"
     img = conform(nib.load(d / "T1.mgz"), 1.0).img
     assert not is_skull_stripped(img)
     ref = np.asarray(resample_from_to(nib.load(d / "brain.mgz"), img, order=0).dataobj) > 0
-    res = strip_skull(img, mode="auto", nthreads=2)
+    res = strip_skull(img, mode="auto", nthreads=2, seed=seed)
     assert res.method == "template"
     pseudo = np.asarray(res.pseudo_brain.dataobj) != 0
-    assert (pseudo & ref).sum() / ref.sum() >= 0.92
-    assert pseudo.sum() * 1e-6 < 3.0  # litres (1 mm grid)
+    assert (pseudo & ref).sum() / ref.sum() >= 0.90  # 0.91: brain.mgz keeps a CSF shell the MNI brain mask does not
     mask = np.asarray(res.mask.dataobj) > 0
-    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) >= 0.80
+    assert 1.3 < mask.sum() * 1e-6 < 1.7  # litres (1 mm grid); the failed fits measured 1.95-2.47
+    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) >= 0.86
 
 
 def test_near_zero_background_counts_as_background():
