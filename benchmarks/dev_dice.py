@@ -4,7 +4,9 @@
 
 Each checkpoint is scored by :func:`brainparc.train.validate.validate` (mean Dice over the labelled regions and over
 CSF/GM/WM of the ``val`` fold) at the training window or at ``--window P V`` (the same weights on a larger window, as
-inference runs them). ``atlas`` instead of a checkpoint scores the atlas prior alone. Not collected by pytest.
+inference runs them). ``A.pt+B.pt+...`` scores the checkpoints' weight average
+(:func:`brainparc.train.loop.average_checkpoints`). ``atlas`` instead of a checkpoint scores the atlas prior alone. Not
+collected by pytest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from brainparc import models
 from brainparc.train.data import PatchDataset
+from brainparc.train.loop import average_checkpoints, checkpoint_epoch
 from brainparc.train.validate import validate
 
 
@@ -29,7 +32,7 @@ def _model(spec: str, window: tuple[int, int] | None, preset: str) -> torch.nn.M
     row = models.PRESETS[preset]
     kwargs = dict(row.kwargs) | (dict(zip(("patch_size", "valid_size"), window, strict=True)) if window else {})
     model = models.BUILDERS[row.builder](**kwargs)
-    model.load_state_dict(torch.load(spec, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(average_checkpoints(spec.split("+"))["model"])
     models.attach_bundled_atlas(model)
     return model.eval()
 
@@ -50,9 +53,10 @@ def main() -> None:
     for spec in a.checkpoints:
         start = time.perf_counter()
         rows_ = validate(_model(spec, a.window, a.preset), ds, card, device="cpu", amp=True, overlap=a.overlap)
-        epoch = "atlas" if spec == models.ATLAS_ONLY else torch.load(spec, weights_only=True)["epoch"]
+        epochs = [] if spec == models.ATLAS_ONLY else [checkpoint_epoch(Path(p)) for p in spec.split("+")]
+        epoch = "atlas" if not epochs else "-".join(map(str, sorted({epochs[0], epochs[-1]})))
         row = {
-            "weights": Path(spec).name,
+            "weights": "+".join(Path(p).name for p in spec.split("+")),
             "epoch": epoch,
             "window": "x".join(map(str, a.window)) if a.window else "training",
             "mean_parc": round(float(np.nanmean([r["mean_parc"] for r in rows_])), 4),

@@ -3,10 +3,13 @@
     python scripts/export_weights.py RUN/checkpoints/chk_20.pt OUT.safetensors --status preliminary \
         --inference '{"overlap": 0.25, "cpu_amp": true, "patch_size": 128, "valid_size": 64}' \
         --note "..." [--dev-dice RUN/dev_dice.tsv]
+    python scripts/export_weights.py RUN/checkpoints/chk_{90..100}.pt OUT.safetensors ...   # weight average
 
 The card holds the run's resolved configuration (``RUN/config.json``), epochs and steps, the loss history, the atlas
 the network was trained with (atlas-guided presets), the software versions and the machine, and whatever ``--note``,
-``--status`` and ``--inference`` say. Floating tensors are stored as float16 (``brainparc.models.load`` casts back).
+``--status`` and ``--inference`` say. Several checkpoints of one run export their weight average
+(:func:`brainparc.train.loop.average_checkpoints`; the card lists the averaged epochs). Floating tensors are stored as
+float16 (``brainparc.models.load`` casts back).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from pathlib import Path
 import torch
 
 from brainparc import models
+from brainparc.train.loop import average_checkpoints
 
 
-def export(checkpoint: Path, out: Path, status: str, inference: dict, note: str, dev_dice: Path | None) -> dict:
-    """Write ``out`` from ``checkpoint`` and return the card."""
-    run = checkpoint.parent.parent
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def export(checkpoints: list[Path], out: Path, status: str, inference: dict, note: str, dev_dice: Path | None) -> dict:
+    """Write ``out`` from the checkpoints (one, or several of one run to average) and return the card."""
+    runs = {c.resolve().parent.parent for c in checkpoints}
+    if len(runs) != 1:
+        raise ValueError("checkpoints to average must come from one run")
+    config = json.loads((runs.pop() / "config.json").read_text(encoding="utf-8"))
+    state = average_checkpoints(checkpoints)
     model = models.build(config["preset"])
     model.load_state_dict(state["model"])
     training = {
@@ -34,6 +40,7 @@ def export(checkpoint: Path, out: Path, status: str, inference: dict, note: str,
         "epochs": int(state["epoch"]),
         "steps": int(state["step"]),
         "samples": int(state["step"]) * int(config["batch_size"]),
+        **({"averaged_epochs": state["averaged_epochs"]} if len(checkpoints) > 1 else {}),
         "history": state.get("history", []),
         "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}",
         "note": note,
@@ -57,7 +64,7 @@ def export(checkpoint: Path, out: Path, status: str, inference: dict, note: str,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="+", help="one checkpoint, or several of one run to average")
     p.add_argument("out", type=Path)
     p.add_argument("--status", default="preliminary", choices=("preliminary", "final"))
     p.add_argument("--inference", type=json.loads, default={}, help="JSON: inference defaults of the card")

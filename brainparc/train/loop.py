@@ -35,6 +35,7 @@ from brainparc.train.targets import branch_targets
 
 __all__ = [
     "Trainer",
+    "average_checkpoints",
     "cascade_loss_fn",
     "checkpoint_epoch",
     "latest_checkpoint",
@@ -109,6 +110,29 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     found = [(checkpoint_epoch(p), p) for p in d.glob("chk_*.pt")] if d.is_dir() else []
     found = [(e, p) for e, p in found if e is not None]
     return max(found)[1] if found else None
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """The last checkpoint's state with its model weights replaced by the mean over ``paths`` (weight averaging).
+
+    Averaging the weights of the last checkpoints of a constant-learning-rate run (stochastic weight averaging,
+    Izmailov et al. 2018) lands nearer the centre of the minimum the run wanders around. Floating tensors (BatchNorm
+    running statistics included) are averaged; integer ones (``num_batches_tracked``) come from the last checkpoint.
+    ``averaged_epochs`` lists the checkpoints' epochs.
+    """
+    if not paths:
+        raise ValueError("no checkpoint to average")
+    states = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    last = dict(states[-1])
+    model = {}
+    for key, value in last["model"].items():
+        if value.is_floating_point():
+            model[key] = torch.stack([s["model"][key].double() for s in states]).mean(0).to(value.dtype)
+        else:
+            model[key] = value
+    last["model"] = model
+    last["averaged_epochs"] = [int(s["epoch"]) for s in states]
+    return last
 
 
 def _seed_all(seed: int, epoch: int, rank: int) -> None:

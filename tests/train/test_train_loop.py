@@ -9,7 +9,7 @@ import torch
 
 from brainparc.train.data import PatchDataset
 from brainparc.train.distributed import DistEnv, make_loader
-from brainparc.train.loop import Trainer, cascade_loss_fn, latest_checkpoint, reference_lr_factor
+from brainparc.train.loop import Trainer, average_checkpoints, cascade_loss_fn, latest_checkpoint, reference_lr_factor
 from tests.train.conftest import PATCH, VALID, StubCascade
 
 torch.set_num_threads(1)
@@ -149,3 +149,25 @@ def test_tiny_preset_overfits_one_synthetic_case():
     trainer = Trainer(model, cascade_loss_fn(reg, 32, 32), lambda p: torch.optim.Adam(p, lr=1e-2))
     losses = [trainer.train_step(batch)["total"] for _ in range(24)]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_average_checkpoints_means_float_weights_keeps_the_rest_of_the_last(tmp_path):
+    """Weight averaging: floating tensors (BatchNorm statistics too) are averaged, integer counters and the training
+    state come from the last checkpoint, and the averaged epochs are recorded."""
+    paths = []
+    for epoch, w in [(3, 1.0), (4, 2.0), (5, 6.0)]:
+        model = {
+            "conv.weight": torch.full((2, 2), w),
+            "bn.running_var": torch.full((2,), w * 2),
+            "bn.n": torch.tensor(epoch),
+        }
+        paths.append(tmp_path / f"chk_{epoch}.pt")
+        torch.save({"model": model, "epoch": epoch, "step": 10 * epoch}, paths[-1])
+    state = average_checkpoints(paths)
+    assert torch.allclose(state["model"]["conv.weight"], torch.full((2, 2), 3.0))
+    assert torch.allclose(state["model"]["bn.running_var"], torch.full((2,), 6.0))
+    assert int(state["model"]["bn.n"]) == 5 and state["epoch"] == 5 and state["step"] == 50
+    assert state["averaged_epochs"] == [3, 4, 5]
+    assert torch.equal(average_checkpoints(paths[:1])["model"]["conv.weight"], torch.full((2, 2), 1.0))
+    with pytest.raises(ValueError):
+        average_checkpoints([])
