@@ -11,6 +11,9 @@ Every system runs as its own subprocess per case (wall time around the subproces
 ``mne``             MNE sample whole head (3 mm): FreeSurfer aseg deep grey mean Dice, brain-mask Dice vs brain.mgz
 ``brainchop``       brainchop's whole head: no labels; a picture, the left/right check and volumes
 ``as001``, ``as002``   AutoStrip pseudo-brains of two infants: brain-mask Dice vs the AutoStrip references
+``mb12``            dev case, only when named in ``--cases``: Mindboggle 12, the training run's validation subject
+                    (the network never trained on it, but the atlas includes it), scored like ``mb13``; for choosing a
+                    checkpoint without touching the held-out cases
 
 Systems (``--systems``, comma-separated; default all):
 
@@ -74,8 +77,9 @@ def cases(shared: Path) -> dict[str, dict]:
             "labels": shared / "mindboggle" / f"atlas_{n}" / f"atlas_{n}_labels.nii.gz",
             "kind": "mindboggle",
         }
-        for n in (13, 14, 15)
+        for n in (12, 13, 14, 15)
     }
+    mb["mb12"]["dev"] = True
     sub5 = shared / "brainparc" / "sub005_adult"
     auto = shared / "brainparc" / "autostrip"
     mne = shared / "whole_head" / "mne_sample"
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(systems) - set(SYSTEMS):
         p.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {', '.join(SYSTEMS)}")
     all_cases = cases(a.shared)
-    chosen = a.cases or list(all_cases)
+    chosen = a.cases or [n for n, c in all_cases.items() if not c.get("dev")]
     a.out.mkdir(parents=True, exist_ok=True)
     anchors = a.shared / "anchors" / "brainchop"
     sys.path.insert(0, str(BENCH))
