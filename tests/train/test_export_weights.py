@@ -1,0 +1,55 @@
+"""scripts/export_weights.py: one checkpoint or the weight average of several becomes bundled weights with a card."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainparc import models
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export_weights.py"
+
+
+def _export_module():
+    spec = importlib.util.spec_from_file_location("export_weights", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path: Path, scales: list[float]) -> list[Path]:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"preset": "brainparc-atlas", "batch_size": 2}), encoding="utf-8")
+    base = models.build("brainparc-atlas").state_dict()
+    paths = []
+    for epoch, scale in enumerate(scales, start=1):
+        state = {k: v * scale if v.is_floating_point() else v for k, v in base.items()}
+        paths.append(run / "checkpoints" / f"chk_{epoch}.pt")
+        torch.save({"model": state, "epoch": epoch, "step": 26 * epoch, "history": []}, paths[-1])
+    return paths
+
+
+def test_export_averages_checkpoints_and_records_them(tmp_path):
+    export = _export_module().export
+    paths = _run(tmp_path, [1.0, 3.0])
+    out = tmp_path / "w.safetensors"
+    card = export(paths, out, "preliminary", {}, "test", None)
+    assert card["training"]["averaged_epochs"] == [1, 2] and card["training"]["steps"] == 52
+    model, loaded = models.load(out)
+    ref = torch.load(paths[0], weights_only=True)["model"]
+    key = next(k for k, v in ref.items() if v.is_floating_point() and v.abs().sum() > 0 and "running" not in k)
+    torch.testing.assert_close(model.state_dict()[key], 2.0 * ref[key], rtol=2e-3, atol=1e-3)  # float16 storage
+    assert loaded["sha256"] == card["sha256"]
+
+
+def test_export_refuses_checkpoints_of_different_runs(tmp_path):
+    export = _export_module().export
+    a = _run(tmp_path / "a", [1.0])
+    b = _run(tmp_path / "b", [1.0])
+    with pytest.raises(ValueError, match="one run"):
+        export(a + b, tmp_path / "w.safetensors", "preliminary", {}, "test", None)
