@@ -78,6 +78,13 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--patches-per-subject", type=_positive_int, default=S, help="patches per subject and epoch (1)")
     p.add_argument("--init", default=S, metavar="WEIGHTS", help="fine-tune from these weights (same architecture)")
     p.add_argument("--time-limit", type=float, default=S, metavar="SECONDS", help="stop after this much training")
+    p.add_argument(
+        "--lr-final-from",
+        type=int,
+        default=S,
+        metavar="EPOCH",
+        help="learning rate 0.1 x --lr from this epoch on (the reference schedule's last step, due at epoch 200)",
+    )
     if task == "strip":
         p.add_argument(
             "--pseudo-brain-prob", type=_ratio, default=S, help="synthetic heads shown as pseudo-brains (0.8)"

@@ -47,7 +47,9 @@ class TrainConfig:
     ``init`` starts from existing weights (fine-tuning): our ``.safetensors`` or an official checkpoint of the preset's
     architecture (a new optimiser; use ``resume`` to continue a run with its optimiser state).
     ``time_limit`` (seconds of training, e.g. what is left of a Slurm job) ends the run after the step that passes it,
-    with a checkpoint and the exported weights as at a normal end.  ``pseudo_brain_prob`` applies to ``strip`` only.
+    with a checkpoint and the exported weights as at a normal end.  ``lr_final_from`` moves the reference schedule's
+    last step (0.1 × ``lr``) to that epoch (:func:`~brainparc.train.loop.reference_lr_factor`).
+    ``pseudo_brain_prob`` applies to ``strip`` only.
 
     Exactly one of ``epochs`` and ``iterations`` bounds the run (``iterations`` counts optimiser steps of one rank; the
     epoch in which the budget runs out is cut short and counts as done).  ``patch_size``/``valid_size`` override the
@@ -86,6 +88,7 @@ class TrainConfig:
     pseudo_brain_prob: float = 0.8
     time_limit: float | None = None
     init: str | None = None
+    lr_final_from: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -120,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"foreground-prob must lie in [0, 1], got {self.foreground_prob}")
         if not 0.0 <= self.pseudo_brain_prob <= 1.0:
             raise ValueError(f"pseudo-brain-prob must lie in [0, 1], got {self.pseudo_brain_prob}")
+        if self.lr_final_from is not None and self.lr_final_from < 0:
+            raise ValueError(f"lr-final-from must be an epoch >= 0, got {self.lr_final_from}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time-limit must be positive seconds, got {self.time_limit}")
         if self.lr <= 0:

@@ -19,6 +19,7 @@ writes into ``OUT`` (rank 0 only)::
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -171,7 +172,9 @@ def _make_trainer(cfg: TrainConfig, model: nn.Module, loss_fn: Any, device: torc
         model,
         loss_fn,
         lambda p: torch.optim.Adam(p, lr=lr, amsgrad=True),
-        lambda o: torch.optim.lr_scheduler.LambdaLR(o, reference_lr_factor),
+        lambda o: torch.optim.lr_scheduler.LambdaLR(
+            o, functools.partial(reference_lr_factor, final_from=cfg.lr_final_from)
+        ),
         device=device,
         out_dir=cfg.out,
         rank=env.rank,
