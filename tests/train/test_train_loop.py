@@ -106,30 +106,29 @@ def test_dist_env_from_env():
     assert reference_lr_factor(20) == 1.0 and reference_lr_factor(21) == 0.5 and reference_lr_factor(201) == 0.1
 
 
-def test_lr_final_from_moves_the_last_step_and_survives_resume(tmp_path):
+def test_lr_final_from_moves_the_last_step_and_applies_from_the_resumed_epoch(layout, tmp_path):
     """``--lr-final-from E``: 0.1 from epoch E on (earlier than the reference's 200), also in a run resumed from a
-    checkpoint written under the plain schedule."""
+    checkpoint written under the plain schedule, from its first resumed epoch."""
     import functools
 
     assert reference_lr_factor(119, final_from=120) == 0.5 and reference_lr_factor(120, final_from=120) == 0.1
     assert reference_lr_factor(5, final_from=3) == 0.1
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.Adam([param], lr=1e-3)
-    plain = torch.optim.lr_scheduler.LambdaLR(opt, reference_lr_factor)
-    for _ in range(30):
-        plain.step()
-    state = {"opt": opt.state_dict(), "sched": plain.state_dict()}
-    torch.save(state, tmp_path / "s.pt")
-    state = torch.load(tmp_path / "s.pt", weights_only=True)
-    opt2 = torch.optim.Adam([param], lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt2, functools.partial(reference_lr_factor, final_from=31))
-    opt2.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    assert opt2.param_groups[0]["lr"] == pytest.approx(5e-4)
-    sched.step()
-    assert opt2.param_groups[0]["lr"] == pytest.approx(1e-4)
-    torch.save(sched.state_dict(), tmp_path / "s2.pt")  # a partial's state is saved and loads weights-only
-    torch.load(tmp_path / "s2.pt", weights_only=True)
+    ds = PatchDataset(layout, "train", patch_size=PATCH, seed=0)
+    loader = make_loader(ds, 2, workers=0)
+    _trainer(ds, tmp_path).fit(loader, epochs=2)
+    late = functools.partial(reference_lr_factor, final_from=2)
+    resumed = Trainer(
+        StubCascade(),
+        cascade_loss_fn(ds.registry, VALID, VALID),
+        _adam,
+        lambda o: torch.optim.lr_scheduler.LambdaLR(o, late),
+        out_dir=tmp_path,
+    )
+    resumed.resume(latest_checkpoint(tmp_path / "checkpoints"))
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # 0.1 x the base 1e-2; saved with 1e-2
+    resumed.fit(loader, epochs=3)
+    assert resumed.history[-1]["lr"] == pytest.approx(1e-3)
+    torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)  # a partial's state loads weights-only
 
 
 def test_export_writes_a_model_card(tmp_path):
