@@ -143,11 +143,18 @@ def find_cranium(
     head = largest_component(foreground_mask(data, _zooms(img)))
     if not head.any():
         raise ValueError("no head foreground found in the image")
-    world_z = nib.affines.apply_affine(img.affine, np.indices(data.shape).reshape(3, -1).T)[:, 2].reshape(data.shape)
+    world_z = _world_axis(data.shape, img.affine, 2)
     top = float(world_z[head].max())
     cap = np.argwhere(head & (world_z > top - anchor_depth_mm))
     x, y = nib.affines.apply_affine(img.affine, cap)[:, :2].mean(axis=0)
     return Cranium(np.array([x, y, top]), head & (world_z > top - depth_mm))
+
+
+def _world_axis(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
+    """World coordinate ``axis`` (mm, RAS; float64) of every voxel of a grid, by broadcasting (no index arrays)."""
+    row = np.asarray(affine, dtype=float)[axis]
+    i, j, k = (np.arange(n, dtype=float) for n in shape[:3])
+    return row[0] * i[:, None, None] + row[1] * j[None, :, None] + row[2] * k[None, None, :] + row[3]
 
 
 def _write_translation(shift_ras: np.ndarray, path: str) -> str:
@@ -180,9 +187,9 @@ class TemplateFit:
 
 def _template_coordinate_images(tpl: nib.Nifti1Image) -> list[nib.Nifti1Image]:
     """Three images on the template grid holding its world x, y and z (mm) at every voxel."""
-    ijk = np.indices(tpl.shape[:3], dtype=np.float32)
-    aff = np.asarray(tpl.affine, dtype=np.float32)
-    return [nib.Nifti1Image(np.tensordot(aff[axis, :3], ijk, axes=1) + aff[axis, 3], tpl.affine) for axis in range(3)]
+    return [
+        nib.Nifti1Image(_world_axis(tpl.shape, tpl.affine, axis).astype(np.float32), tpl.affine) for axis in range(3)
+    ]
 
 
 def register_template(
