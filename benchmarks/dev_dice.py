@@ -22,19 +22,22 @@ import torch
 
 from brainparc import models
 from brainparc.train.data import PatchDataset
-from brainparc.train.loop import average_checkpoints, checkpoint_epoch
+from brainparc.train.loop import average_checkpoints
 from brainparc.train.validate import validate
 
 
-def _model(spec: str, window: tuple[int, int] | None, preset: str) -> torch.nn.Module:
+def _model(spec: str, window: tuple[int, int] | None, preset: str) -> tuple[torch.nn.Module, int | str]:
+    """The model a spec names and its epoch label (``atlas``, an epoch, or ``first-last`` for an average)."""
     if spec == models.ATLAS_ONLY:
-        return models.load(spec)[0]
+        return models.load(spec)[0], "atlas"
     row = models.PRESETS[preset]
     kwargs = dict(row.kwargs) | (dict(zip(("patch_size", "valid_size"), window, strict=True)) if window else {})
     model = models.BUILDERS[row.builder](**kwargs)
-    model.load_state_dict(average_checkpoints(spec.split("+"))["model"])
+    state = average_checkpoints(spec.split("+"))
+    model.load_state_dict(state["model"])
     models.attach_bundled_atlas(model)
-    return model.eval()
+    epochs = state["averaged_epochs"]
+    return model.eval(), epochs[0] if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
 
 
 def main() -> None:
@@ -52,9 +55,8 @@ def main() -> None:
     rows = []
     for spec in a.checkpoints:
         start = time.perf_counter()
-        rows_ = validate(_model(spec, a.window, a.preset), ds, card, device="cpu", amp=True, overlap=a.overlap)
-        epochs = [] if spec == models.ATLAS_ONLY else [checkpoint_epoch(Path(p)) for p in spec.split("+")]
-        epoch = "atlas" if not epochs else "-".join(map(str, sorted({epochs[0], epochs[-1]})))
+        model, epoch = _model(spec, a.window, a.preset)
+        rows_ = validate(model, ds, card, device="cpu", amp=True, overlap=a.overlap)
         row = {
             "weights": "+".join(Path(p).name for p in spec.split("+")),
             "epoch": epoch,
