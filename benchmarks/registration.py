@@ -28,11 +28,14 @@ CASES = {
 
 
 def conformed_head(path: Path) -> nib.Nifti1Image:
-    """The image the fast recipe registers: N4 on the input grid, then conformed to 1 mm LAS, cropped to the head."""
+    """The image the fast recipe registers: N4 on the input grid, then conformed to 1 mm LAS with its grid settings."""
     from brainparc.core.bias import n4
     from brainparc.core.conform import conform
+    from brainparc.inference.recipes import RECIPES
 
-    return conform(n4(nib.load(path)), 1.0, crop_to_head=True, anchor="centre", antialias=True).img
+    fast = RECIPES["fast"]
+    grid = {"crop_to_head": fast.crop_to_head, "anchor": fast.grid_anchor, "antialias": fast.antialias}
+    return conform(n4(nib.load(path)), 1.0, **grid).img
 
 
 def reference_mask(path: Path, grid: nib.Nifti1Image) -> np.ndarray:
