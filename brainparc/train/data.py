@@ -35,9 +35,9 @@ between epochs when there are few subjects).  For ``strip``, synthetic heads are
 run time (the template pseudo-brain), instead of a whole head.
 
 Atlas-guided models (``coords=True``) get the subject's template coordinates as three more channels, cropped or
-resampled with the same window as the image and never normalised (outside the volume:
-:data:`~brainparc.core.skullstrip.OUTSIDE_TEMPLATE`). They train on real images only (``synth_ratio`` 0): a
-synthesised deformation has no coordinates.
+resampled with the same window (and, for synthetic images, the same random deformation) as the image and never
+normalised (outside the volume: :data:`~brainparc.core.skullstrip.OUTSIDE_TEMPLATE`).  Label-only subjects need a
+``coords`` file too (``scripts/build_atlas.py`` writes one for every subject it registers).
 
 Randomness: every item draws from a generator seeded by ``(seed, epoch, rank, index)``
 (:meth:`PatchDataset.set_epoch`), so patches do not depend on worker assignment; :func:`seed_worker` seeds numpy and
@@ -288,8 +288,8 @@ class PatchDataset(Dataset):
         if not 0.0 <= pseudo_brain_prob <= 1.0:
             raise ValueError("pseudo_brain_prob must lie in [0, 1]")
         self.patches_per_subject, self.pseudo_brain_prob = int(patches_per_subject), pseudo_brain_prob
-        if coords and (task != "parc" or synth_ratio > 0):
-            raise ValueError("template coordinates need task 'parc' on real images (synth_ratio 0)")
+        if coords and task != "parc":
+            raise ValueError("template coordinates need task 'parc'")
         self.coords = coords
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
@@ -346,8 +346,8 @@ class PatchDataset(Dataset):
         coords = None
         if self.coords:
             coords_path = find_file(e.path, "coords")
-            if coords_path is None or image is None:
-                raise FileNotFoundError(f"{e.path}: atlas-guided training needs brain and coords.nii(.gz) files")
+            if coords_path is None:
+                raise FileNotFoundError(f"{e.path}: atlas-guided training needs a coords.nii(.gz) file")
             coords = np.moveaxis(_load(coords_path).astype(np.float32), -1, 0)
         return {
             "coords": coords,
@@ -410,13 +410,7 @@ class PatchDataset(Dataset):
         mask = ((target != 0) & inside).numpy()
         patch = torch.from_numpy(_normalise(patch.numpy(), norm, mask))
         edge = torch.from_numpy(_normalise(_edge_array(patch.numpy()), norm, mask)) if self.task == "parc" else None
-        coords = None
-        if vol["coords"] is not None:  # shifted so that zero padding outside the volume lands on OUTSIDE_TEMPLATE
-            coords = [
-                resample(torch.from_numpy(c - OUTSIDE_TEMPLATE), grid, "bilinear") + OUTSIDE_TEMPLATE
-                for c in vol["coords"]
-            ]
-        return self._finish(patch, edge, coords), target
+        return self._finish(patch, edge, _warp_coords(vol["coords"], grid)), target
 
     def _priors(self, compiled: CompiledDeclaration, fresh: int) -> tuple[torch.Tensor, torch.Tensor]:
         """T1-like intensity priors per source label value from the tissue of its group.
@@ -441,9 +435,8 @@ class PatchDataset(Dataset):
         params = self.synth_params
         priors = self._priors(compiled, fresh)
         classes = lateral_classes(fresh + 1, compiled.declaration.label_space)
-        img, lab = synthesize(
-            torch.from_numpy(labels), gen, params, (P,) * 3, tuple(map(float, centre)), priors, classes
-        )
+        grid = random_spatial_grid(labels.shape, (P,) * 3, gen, params, tuple(map(float, centre)))
+        img, lab = synthesize(torch.from_numpy(labels), gen, params, priors=priors, classes=classes, grid=grid)
         lab_np = lab.numpy()
         in_brain = lab_np == fresh
         lab_np = np.where(in_brain, 0, lab_np)
@@ -458,7 +451,15 @@ class PatchDataset(Dataset):
         mask = (target != 0).numpy()
         img_np = _normalise(img.numpy(), self.normalisation, mask)
         edge = _normalise(_edge_array(img_np), self.normalisation, mask)
-        return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge)), target
+        return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge), _warp_coords(vol["coords"], grid)), target
+
+
+def _warp_coords(coords: np.ndarray | None, grid: torch.Tensor) -> list[torch.Tensor] | None:
+    """Template coordinates ``[3, X, Y, Z]`` resampled on a deformation grid (OUTSIDE_TEMPLATE outside the volume)."""
+    if coords is None:
+        return None
+    # shifted so that zero padding outside the volume lands on OUTSIDE_TEMPLATE
+    return [resample(torch.from_numpy(c - OUTSIDE_TEMPLATE), grid, "bilinear") + OUTSIDE_TEMPLATE for c in coords]
 
 
 def fully_labelled_fractions(

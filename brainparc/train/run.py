@@ -125,8 +125,6 @@ def _datasets(
     cfg: TrainConfig, env: DistEnv, patch_size: int, normalisation: str, coords: bool = False
 ) -> tuple[PatchDataset, PatchDataset]:
     """Training and validation datasets sharing one group registry (``coords``: with template coordinates)."""
-    if coords and cfg.synth_ratio > 0:
-        raise TrainUsageError("atlas-guided presets train on real images only: pass --synth-ratio 0")
     common = dict(
         task=cfg.task, patch_size=patch_size, file_list=cfg.file_list, normalisation=normalisation, coords=coords
     )

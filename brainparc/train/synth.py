@@ -216,6 +216,7 @@ def synthesize(
     centre: tuple[float, float, float] | None = None,
     priors: tuple[Tensor, Tensor] | None = None,
     classes: Tensor | None = None,
+    grid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Random image and deformed labels from an integer label volume ``[X, Y, Z]`` (values ≥ 0).
 
@@ -234,6 +235,9 @@ def synthesize(
     classes
         Optional lookup table label value → intensity class: values of one class share their random draws (e.g.
         left and right homologues, :func:`lateral_classes`), as SynthSeg's generation classes.
+    grid
+        Optional sampling grid from :func:`random_spatial_grid` (``out_shape`` and ``centre`` are then taken from it):
+        draw it first to deform other volumes identically, e.g. template coordinates with :func:`resample`.
 
     Returns
     -------
@@ -244,8 +248,12 @@ def synthesize(
         raise ValueError(f"labels must be a 3-D volume, got shape {tuple(labels.shape)}")
     p = params
     in_shape = tuple(labels.shape)
+    if grid is not None:
+        out_shape = tuple(grid.shape[1:4])
     out_shape = in_shape if out_shape is None else tuple(out_shape)
-    if p.deform or out_shape != in_shape or centre is not None:
+    if grid is not None:
+        lab_f = resample(labels.float(), grid, mode="nearest")
+    elif p.deform or out_shape != in_shape or centre is not None:
         grid = random_spatial_grid(in_shape, out_shape, gen, p, centre)  # type: ignore[arg-type]
         lab_f = resample(labels.float(), grid, mode="nearest")
     else:

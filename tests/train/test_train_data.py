@@ -180,3 +180,30 @@ def test_window_without_brain_normalises_to_zeros():
 
     out = _normalise(np.full((4, 4, 4), 7.0, np.float32), "in-mask-zscore", np.zeros((4, 4, 4), bool))
     assert out.dtype == np.float32 and not out.any()
+
+
+@pytest.mark.parametrize("synth_ratio", [0.0, 1.0])
+def test_template_coordinates_follow_the_patch_deformation(layout: Path, synth_ratio: float):
+    """Coordinates are warped with the labels' own grid, real or synthetic: coordinate → source label → target."""
+    entries = select_role(read_file_list(layout), "train")
+    for e in entries:  # coordinates = the voxel's own index, so a warped coordinate names its source voxel
+        shape = nib_shape(e.path)
+        save_nifti(np.stack(np.indices(shape), -1).astype(np.float32), e.path / "coords.nii.gz")
+    augment = SynthParams(nonlin_std=1.5, rotation_deg=20.0)
+    ds = PatchDataset(layout, "train", patch_size=P, synth_ratio=synth_ratio, augment=augment, coords=True, seed=5)
+    for index in range(len(ds)):
+        item = ds[index]
+        assert item["image"].shape == (5, P, P, P)
+        targets = ds.load_subject(index)["targets"]
+        xyz = item["image"][2:].numpy()
+        inside = np.all([(c >= 0.5) & (c <= n - 1.5) for c, n in zip(xyz, targets.shape, strict=True)], axis=0)
+        assert inside.sum() > 100
+        src = tuple(np.rint(c[inside]).astype(int) for c in xyz)
+        agree = (targets[src] == item["target"].numpy()[inside]).mean()
+        assert agree > 0.99, (index, item["synthetic"], agree)
+
+
+def nib_shape(subject: Path) -> tuple[int, int, int]:
+    import nibabel as nib
+
+    return nib.load(find_file(subject, "parc") or subject / "labels.nii.gz").shape[:3]
