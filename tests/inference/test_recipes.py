@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from brainparc.inference.recipes import RECIPE_CHOICES, RECIPES, recipe_for
-from brainparc.inference.sliding_window import Reduced, Resample, sliding_window
+from brainparc.inference.sliding_window import FIXED_POINT, Reduced, Resample, sliding_window
 from tests.inference.fakes import centre
 
 P, V = 24, 16
@@ -76,6 +76,9 @@ def test_resampled_sums_are_the_trilinear_resampling_of_the_raw_sums():
     torch.testing.assert_close(probs, sums / interp(weights), atol=1e-5, rtol=1e-5)
     assert isinstance(labels, Reduced)
     assert torch.equal(labels.labels.long(), sums.argmax(0))
+    # the reference recipe's parcel sums are fixed-point probabilities: read back as p·W, resampled the same way
+    (fixed,) = sliding_window(smooth_probs, image, resample=resample, **common | {"accum_dtype": FIXED_POINT})
+    torch.testing.assert_close(fixed, probs, atol=1e-4, rtol=0)
 
 
 def test_identity_resample_is_exact_and_region_outside_is_background():

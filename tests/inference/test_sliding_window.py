@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from brainparc.inference.sliding_window import (
+    FIXED_POINT,
+    FIXED_POINT_SCALE,
     Reduced,
     _extract_window,
     blend_weights,
@@ -289,7 +291,36 @@ def test_progress_bar_runs(capsys):
     assert "windows" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("accum_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("blend", ["hann", "official"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fixed_point_accumulator_error_bound(blend, sparse):
+    """Fixed-point probabilities: |error| ≤ n / (2·scale) for n covering windows, whatever the weights (float16's
+    bound grows with the value and reaches ~2e-3); argmax labels equal the float32 ones but at near-ties."""
+    gen = torch.Generator().manual_seed(2)
+    probs = torch.softmax(4 * torch.randn((5, 40, 33, 35), generator=gen), dim=0)
+    region = torch.rand(probs.shape[1:], generator=gen) > 0.3 if sparse else None
+    common = {"patch_size": P, "valid_size": V, "blend": blend, "region": region, "batch_size": 3}
+    if blend == "official":
+        common["tiling"] = "official"
+    reduce = [None, "argmax+maxprob"]
+
+    def predict(x):
+        return centre(x, P, V), centre(x, P, V)
+
+    fixed_p, fixed_r = sliding_window(predict, probs, accum_dtype=FIXED_POINT, reduce=reduce, **common)
+    exact_p, exact_r = sliding_window(predict, probs, accum_dtype=torch.float32, reduce=reduce, **common)
+    corners = plan_windows(probs.shape[1:], patch_size=P, valid_size=V, overlap=0.5, tiling=common.get("tiling", "even"))
+    count = torch.zeros(probs.shape[1:])
+    for corner in corners:
+        count[tuple(slice(max(c, 0), c + V) for c in corner)] += 1
+    err = (fixed_p - exact_p).abs()
+    assert bool((err <= count / (2 * FIXED_POINT_SCALE) + 1e-6).all()), float(err.max())
+    assert 0 < float(err.max()) < 5e-4  # rounded (n ≤ 27 here, ≤ 8 under the official tiling), inside 1e-3
+    assert float((fixed_r.labels == exact_r.labels).float().mean()) > 0.999
+    torch.testing.assert_close(fixed_r.max_prob, exact_r.max_prob, atol=5e-4, rtol=0)
+
+
+@pytest.mark.parametrize("accum_dtype", [torch.float32, torch.float16, FIXED_POINT])
 def test_region_restricted_accumulators(accum_dtype):
     """With a region, sums live only on region voxels; results there equal the dense path, background elsewhere."""
     shape = (37, 41, 29)
@@ -308,7 +339,7 @@ def test_region_restricted_accumulators(accum_dtype):
     keep = torch.zeros(shape, dtype=torch.bool)
     keep[normalise_roi(roi, shape)] = True
     keep &= region
-    tol = 1e-6 if accum_dtype == torch.float32 else 2e-3
+    tol = {torch.float32: 1e-6, torch.float16: 2e-3, FIXED_POINT: 2e-4}[accum_dtype]
     torch.testing.assert_close(sparse_p[:, keep], dense_p[:, keep], atol=tol, rtol=0)
     torch.testing.assert_close(sparse_p[:, keep], probs[:, keep], atol=5 * tol, rtol=0)
     assert bool((sparse_p[0, ~keep] == 1).all()) and bool((sparse_p[1:, ~keep] == 0).all())
