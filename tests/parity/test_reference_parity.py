@@ -16,7 +16,13 @@ Deliberate differences, each measured here rather than hidden (docs/models.md, "
   unrefined; ours refines the labels that are present. The harness catches it the same way, reports it
   (``published_refine_raised``) and then refines its labels with our sequential refinement before comparing.
 * spec §7 item 20: float32 tissue sums instead of float64 (differences ~1e-7 of the sums) and fixed-point parcel
-  probabilities (``FIXED_POINT``: differences ≤ n / 64,000 for n covering windows, ≤ 1.25e-4 here).
+  probabilities (``FIXED_POINT``: differences ≤ n / 64,000 for n covering windows, ≤ 1.25e-4 here). A parcel label
+  can then differ only where the published top-two probabilities are within 2 × 1.25e-4 (``NEAR_TIE``). A random
+  network's 107 parcel probabilities are near-uniform (top-two margins below 2.5e-4 on ~80 % of the voxels), which
+  no trained network gives, so the BrainParc tests run twice: with the random network as it is (``random``: labels
+  asserted equal on the voxels that are not near-ties, ≥ 10 % of them; all-voxel agreement reported) and with its
+  parcel output layer scaled ×200 in both implementations (``confident``: trained-like, peaked probabilities; all
+  voxels ≥ 99.9 %).
 * the Sobel edge is our numpy port of ITK's filter (≤ 2e-5 from SimpleITK, spec §3.3) and the 0.8 mm resampling our
   scipy interpolation, not SimpleITK's: both shift the network input by ~1e-5.
 
@@ -59,6 +65,13 @@ pytestmark = [
 SUB005 = SHARED_DATA / "brainparc" / "sub005_adult" / "brain.nii.gz"
 PSEUDO = SHARED_DATA / "brainparc" / "autostrip" / "sub001_infant_infantile" / "pseudo_brain.nii.gz"
 FIGURES: dict[str, Any] = {}  # printed at the end of the module (-s) and written next to the test outputs
+NEAR_TIE = 2.5e-4  # twice the fixed-point parcel sums' largest error under the official tiling (8 windows / 64,000)
+
+
+def decided(probs: np.ndarray) -> np.ndarray:
+    """Voxels whose top-two probabilities (``[C, ...]``) are more than ``NEAR_TIE`` apart."""
+    top = np.sort(probs, axis=0)[-2:]
+    return (top[1] - top[0]) > NEAR_TIE
 
 
 def randomise_norms(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -86,14 +99,29 @@ def modules() -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def brainparc_pair(modules: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+@pytest.fixture(scope="module", params=["random", "confident"])
+def brainparc_pair(modules: dict[str, Any], request: pytest.FixtureRequest) -> tuple[torch.nn.Module, ...]:
+    """Identical official-size networks; ``confident`` scales the parcel output layers ×200 (peaked softmax)."""
     from brainparc.models import build
 
     torch.manual_seed(15)
     ours = randomise_norms(build("brainparc-official"), seed=15)
+    if request.param == "confident":
+        with torch.no_grad():
+            for branch in (ours.Parc.out_tr_s, ours.Parc.out_tr_b):
+                branch.conv2.weight.mul_(200.0)
+                branch.conv2.bias.mul_(200.0)
     theirs = published_network(modules["brainparc"], "brainparc", ours.state_dict())
-    return ours, theirs
+    return ours, theirs, request.param
+
+
+def _assert_labels(figures: dict[str, Any], confidence: str, all_key: str, decided_key: str) -> None:
+    """Labels equal off near-ties; on all voxels too for a confident (trained-like) network."""
+    assert figures[decided_key] >= 0.999
+    if confidence == "confident":
+        assert figures[all_key] >= 0.999
+    else:
+        assert figures["model_grid_decided_fraction"] >= 0.1
 
 
 def _crop(img: nib.Nifti1Image, start: tuple[int, int, int], size: int) -> nib.Nifti1Image:
@@ -180,6 +208,11 @@ def _compare(name: str, ours: dict[str, Any], ref: dict[str, Any], native_region
         "model_grid_parc_argmax_agreement": _agreement(
             ours["parc_probs"].argmax(0)[region], ref["parc_probs"].argmax(0)[region]
         ),
+        "model_grid_decided_fraction": float(decided(ref["parc_probs"])[region].mean()),
+        "model_grid_parc_argmax_agreement_decided": _agreement(
+            ours["parc_probs"].argmax(0)[region & decided(ref["parc_probs"])],
+            ref["parc_probs"].argmax(0)[region & decided(ref["parc_probs"])],
+        ),
         "tissue_agreement": _agreement(ours["tissue"][native_region], ref["tissue"][native_region]),
         "parc_agreement": _agreement(ours["parc"][native_region], ref["parc"][native_region]),
         "parcels_present": int(np.unique(ref["parc"][native_region]).size),
@@ -193,7 +226,7 @@ def _compare(name: str, ours: dict[str, Any], ref: dict[str, Any], native_region
 
 def test_brainparc_native_grid_matches_published(brainparc_pair, modules, tmp_path, monkeypatch):
     """0.8 mm input (no resampling): z-score, float32 edge, tiling, Hann sums, argmax, sequential refinement."""
-    ours_net, theirs_net = brainparc_pair
+    ours_net, theirs_net, confidence = brainparc_pair
     sub = nib.load(SUB005)
     crop = _crop(sub, (56, 80, 100), 96)  # a 96³ window of sub005's brain, 21 % background (the top of the head)
     img = nib.Nifti1Image(np.asarray(crop.dataobj), np.diag([-0.8, 0.8, 0.8, 1.0]))  # relabelled as 0.8 mm, LAS
@@ -201,17 +234,20 @@ def test_brainparc_native_grid_matches_published(brainparc_pair, modules, tmp_pa
     ref = _run_published_brainparc(modules["brainparc"], theirs_net, tmp_path / "in.nii.gz", tmp_path)
     ours = _run_ours(ours_net, img, monkeypatch)
     assert ours["provenance"]["inference_recipe"]["name"] == "reference"
-    figures = _compare("brainparc_0.8mm", ours, ref, ours["region"])
+    figures = _compare(f"brainparc_0.8mm_{confidence}", ours, ref, ours["region"])
+    sure = ours["region"] & decided(ref["parc_probs"])  # the model grid is the input grid here
+    figures["parc_agreement_decided"] = _agreement(ours["parc"][sure], ref["parc"][sure])
     assert figures["windows"] == 1
     assert figures["max_abs_diff_tissue_prob"] < 1e-3 and figures["max_abs_diff_parc_prob"] < 1e-3
-    assert figures["tissue_agreement"] >= 0.999 and figures["parc_agreement"] >= 0.999
+    assert figures["tissue_agreement"] >= 0.999
+    _assert_labels(figures, confidence, "parc_agreement", "parc_agreement_decided")
 
 
 def test_brainparc_resampled_grid_matches_published(brainparc_pair, modules, tmp_path, monkeypatch):
     """1 mm oblique input: SimpleITK-style 0.8 mm grid, trilinear sums back; spec §7 item 23 accounted for."""
     import torch.nn.functional as F
 
-    ours_net, theirs_net = brainparc_pair
+    ours_net, theirs_net, confidence = brainparc_pair
     module = modules["brainparc"]
     img = _crop(nib.load(SUB005), (60, 90, 110), 77)  # 77 voxels at 1 mm -> 96 at 0.8 mm: one window
     nib.save(img, tmp_path / "in.nii.gz")
@@ -219,7 +255,7 @@ def test_brainparc_resampled_grid_matches_published(brainparc_pair, modules, tmp
     ours = _run_ours(ours_net, img, monkeypatch)
     zooms = img.header.get_zooms()[:3]
     native = _native_region(ours["region"], img.shape, [float(z) / 0.8 for z in zooms])
-    figures = _compare("brainparc_1mm", ours, ref, native)
+    figures = _compare(f"brainparc_1mm_{confidence}", ours, ref, native)
     # (b) the published model-grid sums resampled in physical space (origin kept: model index = native index × 1.25),
     # then the published argmax and _dk_refine
     n, m = img.shape, ref["parc_sums"].shape[1:]
@@ -231,6 +267,9 @@ def test_brainparc_resampled_grid_matches_published(brainparc_pair, modules, tmp
     sums = torch.from_numpy(ref["parc_sums"]).float()[None]
     physical = F.grid_sample(sums, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
     fixed = physical.argmax(0).numpy().astype(np.float32)
+    weights = torch.from_numpy(ref["parc_sums"].sum(0)).float()[None, None]  # Σ_c p·W = W
+    w_physical = F.grid_sample(weights, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    sure = native & decided((physical / w_physical.clamp_min(1e-30)).numpy())
     path = tmp_path / "fixed.nii.gz"
     geometry = module._ants_img_info(str(tmp_path / "in.nii.gz"))[:3]
     module.ants.image_write(module.ants.from_numpy(fixed, *geometry), str(path))
@@ -247,9 +286,10 @@ def test_brainparc_resampled_grid_matches_published(brainparc_pair, modules, tmp
 
         fixed_labels = refine_parcels(fixed_labels, sequential=True)
     figures["parc_agreement_item23_fixed"] = _agreement(ours["parc"][native], fixed_labels[native])
+    figures["parc_agreement_item23_fixed_decided"] = _agreement(ours["parc"][sure], fixed_labels[sure])
     assert figures["max_abs_diff_tissue_prob"] < 1e-3 and figures["max_abs_diff_parc_prob"] < 1e-3
-    assert figures["model_grid_parc_argmax_agreement"] >= 0.999
-    assert figures["parc_agreement_item23_fixed"] >= 0.999
+    _assert_labels(figures, confidence, "model_grid_parc_argmax_agreement", "model_grid_parc_argmax_agreement_decided")
+    _assert_labels(figures, confidence, "parc_agreement_item23_fixed", "parc_agreement_item23_fixed_decided")
 
 
 def test_autostrip_matches_published(modules, tmp_path):
