@@ -141,6 +141,28 @@ def average_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> dict[str, An
     return last
 
 
+def interpolate_weights(
+    start: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1 − alpha) · start + alpha · tuned`` for floating tensors (integer ones from ``tuned``).
+
+    WiSE-FT (Wortsman et al., CVPR 2022): a fine-tuned network and the weights it started from lie in one basin, and
+    their interpolation can keep what the fine-tuning taught (here: CSF, from synthetic images) while losing less of
+    what the start knew (here: real adult cortex); ``alpha`` = 1 is the fine-tuned network.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if set(start) != set(tuned):
+        raise ValueError(f"the two state dicts differ in {sorted(set(start) ^ set(tuned))[:5]}")
+    out = {}
+    for key, value in tuned.items():
+        if value.is_floating_point():
+            out[key] = ((1 - alpha) * start[key].double() + alpha * value.double()).to(value.dtype)
+        else:
+            out[key] = value
+    return out
+
+
 def _seed_all(seed: int, epoch: int, rank: int) -> None:
     """Seed torch, numpy and ``random`` from ``(seed, epoch, rank)``: every rank's stream restarts at each epoch."""
     s = int(np.random.SeedSequence([seed, epoch, rank, 7]).generate_state(1, dtype=np.uint64)[0] >> 1)

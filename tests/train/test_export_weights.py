@@ -53,3 +53,23 @@ def test_export_refuses_checkpoints_of_different_runs(tmp_path):
     b = _run(tmp_path / "b", [1.0])
     with pytest.raises(ValueError, match="one run"):
         export(a + b, tmp_path / "w.safetensors", "preliminary", {}, "test", None)
+
+
+def test_export_records_the_start_and_interpolates_with_it(tmp_path):
+    """A fine-tuning run's card names its start (sha256); --wise-ft 0.25 lands a quarter of the way to the tuned."""
+    export = _export_module().export
+    start = models.build("brainparc-atlas")
+    start_path = tmp_path / "start.safetensors"
+    start_card = models.save(start, start_path, preset="brainparc-atlas")
+    paths = _run(tmp_path, [3.0])  # the "fine-tuned" weights: 3 x the fresh ones
+    out = tmp_path / "w.safetensors"
+    with pytest.raises(ValueError, match="started from"):
+        export(paths, out, "preliminary", {}, "test", None, None, 0.25)
+    card = export(paths, out, "preliminary", {}, "test", None, start_path, 0.25)
+    assert card["training"]["initialised_from"]["sha256"] == start_card["sha256"]
+    assert card["training"]["wise_ft_alpha"] == 0.25
+    model, _ = models.load(out)
+    tuned = torch.load(paths[0], weights_only=True)["model"]
+    begin = models.load(start_path)[0].state_dict()
+    key = next(k for k, v in tuned.items() if v.is_floating_point() and v.abs().sum() > 0 and "running" not in k)
+    torch.testing.assert_close(model.state_dict()[key], 0.75 * begin[key] + 0.25 * tuned[key], rtol=2e-3, atol=1e-3)
