@@ -413,20 +413,23 @@ class Trainer:
     def resume(self, path: str | os.PathLike[str]) -> None:
         """Restore model, optimiser, scheduler, epoch, step, history and RNG states from a checkpoint.
 
-        A ``LambdaLR`` schedule sets the learning rate of the resumed epoch from this run's schedule, not the rate saved
-        with the optimiser, so a changed schedule (``--lr-final-from``) applies from the first resumed epoch.
+        A ``LambdaLR`` schedule sets the learning rate of the resumed epoch from this run's schedule and base rate, not
+        the ones saved with the checkpoint, so a changed schedule (``--lr-final-from``) or base rate (``--lr``) applies
+        from the first resumed epoch.
         """
         state = torch.load(path, map_location="cpu", weights_only=True)
         self._bare_model().load_state_dict(state["model"])
+        base_lrs = None if self.scheduler is None else list(self.scheduler.base_lrs)  # this run's, before loading
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
             if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+                self.scheduler.base_lrs = base_lrs
                 at = self.scheduler.last_epoch
                 for group, base, factor in zip(
-                    self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
+                    self.optimizer.param_groups, base_lrs, self.scheduler.lr_lambdas, strict=True
                 ):
-                    group["lr"] = base * factor(at)
+                    group["initial_lr"], group["lr"] = base, base * factor(at)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state.get("history", []))
         self.extra_state = dict(state.get("extra", {}))

@@ -129,6 +129,17 @@ def test_lr_final_from_moves_the_last_step_and_applies_from_the_resumed_epoch(la
     resumed.fit(loader, epochs=3)
     assert resumed.history[-1]["lr"] == pytest.approx(1e-3)
     torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)  # a partial's state loads weights-only
+    lower = Trainer(  # a changed base rate (--lr) applies on resume too: 0.1 x 1e-3 instead of 0.1 x the saved 1e-2
+        StubCascade(),
+        cascade_loss_fn(ds.registry, VALID, VALID),
+        lambda params: torch.optim.Adam(params, lr=1e-3),
+        lambda o: torch.optim.lr_scheduler.LambdaLR(o, late),
+        out_dir=tmp_path,
+    )
+    lower.resume(latest_checkpoint(tmp_path / "checkpoints"))
+    assert lower.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    lower.fit(loader, epochs=4)
+    assert lower.history[-1]["lr"] == pytest.approx(1e-4)
 
 
 def test_export_writes_a_model_card(tmp_path):
