@@ -33,7 +33,7 @@ CONTRASTS = {"t1": 0.0, "inverted": 1.0}  # invert_prob of each image
 
 
 def tissue_reference(labels: np.ndarray) -> tuple[np.ndarray, dict[int, int | None]]:
-    """Tissue class per voxel (0 bg, 1 CSF, 2 GM, 3 WM; -1 ignored) and per label value, via the ``aseg`` declaration."""
+    """Tissue class per voxel (0 bg, 1 CSF, 2 GM, 3 WM; -1 ignored) and per label value (the ``aseg`` declaration)."""
     registry = GroupRegistry()
     compiled = registry.compile(load_declaration("aseg"))
     groups = compiled.to_targets(labels, None)

@@ -96,7 +96,7 @@ def main() -> None:
     p.add_argument("--inference", type=json.loads, default={}, help="JSON: inference defaults of the card")
     p.add_argument("--note", default="", help="what a user should know about these weights")
     p.add_argument("--dev-dice", type=Path, default=None, help="TSV of dev Dice per checkpoint to record")
-    p.add_argument("--init-weights", type=Path, default=None, help="the weights the run started from (default: its init)")
+    p.add_argument("--init-weights", type=Path, default=None, help="weights the run started from (default: its init)")
     p.add_argument("--wise-ft", type=float, default=1.0, metavar="ALPHA", help="(1-ALPHA)*start + ALPHA*fine-tuned")
     a = p.parse_args()
     card = export(a.checkpoint, a.out, a.status, a.inference, a.note, a.dev_dice, a.init_weights, a.wise_ft)

@@ -309,7 +309,8 @@ def test_fixed_point_accumulator_error_bound(blend, sparse):
 
     fixed_p, fixed_r = sliding_window(predict, probs, accum_dtype=FIXED_POINT, reduce=reduce, **common)
     exact_p, exact_r = sliding_window(predict, probs, accum_dtype=torch.float32, reduce=reduce, **common)
-    corners = plan_windows(probs.shape[1:], patch_size=P, valid_size=V, overlap=0.5, tiling=common.get("tiling", "even"))
+    tiling = common.get("tiling", "even")
+    corners = plan_windows(probs.shape[1:], patch_size=P, valid_size=V, overlap=0.5, tiling=tiling)
     count = torch.zeros(probs.shape[1:])
     for corner in corners:
         count[tuple(slice(max(c, 0), c + V) for c in corner)] += 1

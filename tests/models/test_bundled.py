@@ -25,7 +25,8 @@ def test_default_loads_with_card_atlas_and_warning(caplog) -> None:
     assert (strip_card["preset"], strip_card["task"]) == ("autostrip-lite", "strip")
     assert not parc.training and not strip.training  # eval mode
     assert card["training"]["steps"] > 0 and "torch" in card["training"]["device"]
-    assert card["training"]["config"]["file_list"] == "atlas.csv"  # the run that made them, with its subjects
+    assert card["training"]["config"]["file_list"] == "atlas_synth.csv"  # the run that made them, with its subjects
+    assert len(card["training"]["initialised_from"]["sha256"]) == 64  # v2.3 is a fine-tuning of v2.2: its lineage
     for c in (card, strip_card):
         assert c["dtype"] == "float16" and len(c["sha256"]) == 64
     # preliminary weights say so whenever they are loaded
