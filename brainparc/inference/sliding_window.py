@@ -321,7 +321,9 @@ class _Accumulator:
             self._allocate(outputs)
         acc_sl, win_sl = self._slices(corner)
         w = self.weights[win_sl]
-        w_fixed = w / self.wsum[acc_sl] * FIXED_POINT_SCALE  # this window's share of the final weight, fixed point
+        w_fixed = None  # this window's share of the final weight, in fixed-point units (only fixed-point sums use it)
+        if any(acc.dtype == FIXED_POINT for acc in self.sums):
+            w_fixed = w / self.wsum[acc_sl] * FIXED_POINT_SCALE
         if self.index is not None:
             probs = [out[(index, slice(None), *win_sl)] for out in outputs]
             self._add_sparse(self.index[acc_sl], probs, w, w_fixed)
@@ -353,7 +355,7 @@ class _Accumulator:
             part.copy_(buf)
 
     def _add_sparse(
-        self, index: torch.Tensor, probs: Sequence[torch.Tensor], w: torch.Tensor, w_fixed: torch.Tensor
+        self, index: torch.Tensor, probs: Sequence[torch.Tensor], w: torch.Tensor, w_fixed: torch.Tensor | None
     ) -> None:
         """Add the window's values at the region voxels it covers, ``_CHUNK`` channels at a time (float32, or int32
         for fixed point)."""

@@ -248,16 +248,14 @@ def synthesize(
         raise ValueError(f"labels must be a 3-D volume, got shape {tuple(labels.shape)}")
     p = params
     in_shape = tuple(labels.shape)
-    if grid is not None:
-        out_shape = tuple(grid.shape[1:4])
     out_shape = in_shape if out_shape is None else tuple(out_shape)
-    if grid is not None:
-        lab_f = resample(labels.float(), grid, mode="nearest")
-    elif p.deform or out_shape != in_shape or centre is not None:
+    if grid is None and (p.deform or out_shape != in_shape or centre is not None):
         grid = random_spatial_grid(in_shape, out_shape, gen, p, centre)  # type: ignore[arg-type]
-        lab_f = resample(labels.float(), grid, mode="nearest")
-    else:
+    if grid is None:
         lab_f = labels.float()
+    else:
+        lab_f = resample(labels.float(), grid, mode="nearest")
+        out_shape = tuple(lab_f.shape)
     # min/max on the (smaller) float output: int64 reductions are slow on CPU; ids absent from it need no intensity
     lo, hi = lab_f.aminmax() if lab_f.numel() else (torch.zeros(()), torch.zeros(()))
     if lo < 0:

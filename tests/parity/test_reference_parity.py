@@ -199,6 +199,7 @@ def _compare(name: str, ours: dict[str, Any], ref: dict[str, Any], native_region
     ``region_margin``); the published labels there come from the network on zero background and are only reported.
     """
     region = ours["region"]
+    sure = region & decided(ref["parc_probs"])
     outside = ~native_region
     figures = {
         "windows": ours["provenance"]["windows"],
@@ -208,10 +209,9 @@ def _compare(name: str, ours: dict[str, Any], ref: dict[str, Any], native_region
         "model_grid_parc_argmax_agreement": _agreement(
             ours["parc_probs"].argmax(0)[region], ref["parc_probs"].argmax(0)[region]
         ),
-        "model_grid_decided_fraction": float(decided(ref["parc_probs"])[region].mean()),
+        "model_grid_decided_fraction": float(sure.sum() / region.sum()),
         "model_grid_parc_argmax_agreement_decided": _agreement(
-            ours["parc_probs"].argmax(0)[region & decided(ref["parc_probs"])],
-            ref["parc_probs"].argmax(0)[region & decided(ref["parc_probs"])],
+            ours["parc_probs"].argmax(0)[sure], ref["parc_probs"].argmax(0)[sure]
         ),
         "tissue_agreement": _agreement(ours["tissue"][native_region], ref["tissue"][native_region]),
         "parc_agreement": _agreement(ours["parc"][native_region], ref["parc"][native_region]),
