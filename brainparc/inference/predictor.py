@@ -193,8 +193,15 @@ def _window_kwargs(official_geometry: bool, overlap: float, roi: tuple[slice, ..
             "accum_dtype": (torch.float32, FIXED_POINT),
             "skip_outside_region": True,
         }
-    # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7)
-    return {"overlap": overlap, "roi": roi, "tiling": "even", "accum_dtype": (torch.float32, torch.float16)}
+    # 4 tissue channels are cheap in float32; the 107-channel sum is the big one (spec §3.7). A window whose valid
+    # region misses the kept sums adds nothing, so skipping it changes no output (6-14 % fewer windows on adults).
+    return {
+        "overlap": overlap,
+        "roi": roi,
+        "tiling": "even",
+        "accum_dtype": (torch.float32, torch.float16),
+        "skip_outside_region": True,
+    }
 
 
 def predict_parcellation(
@@ -253,8 +260,8 @@ def predict_parcellation(
         image, 2.9 GB at 208×256×256 (an eighth of the reference's float64 on the padded volume).
     restrict_to_mask : bool
         Keep sums only for voxels within ``roi_margin`` voxels of the mask (else of the non-zero intensity): ~45 %
-        less accumulator memory for a brain in its bounding box, background elsewhere. With ``official_geometry``
-        the windows whose valid region holds none of these voxels are skipped.
+        less accumulator memory for a brain in its bounding box, background elsewhere; the windows whose valid
+        region holds none of these voxels are skipped.
     resample : Resample, optional
         Return the maps on another grid (the input grid): blended sums resampled trilinearly, then normalised
         (tissue) or reduced to the argmax (parcels), as the reference does (spec §3.4 step 7).

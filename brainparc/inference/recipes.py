@@ -47,7 +47,7 @@ class Recipe:
         (published), instead of windows spread evenly over the brain box with sin² weights on the valid region.
     region_margin
         Sums kept only for model-grid voxels within this many voxels (6-connected steps) of the brain (memory);
-        background beyond. Windows whose valid region holds none of them are skipped under the official tiling.
+        background beyond. Windows whose valid region holds none of them are skipped.
     resample_probabilities
         Back to the input grid: trilinear resampling of the blended probability sums, then argmax (published), or
         argmax on the model grid and nearest neighbour (fast).

@@ -72,6 +72,29 @@ def test_restrict_to_mask_keeps_only_the_dilated_mask():
     assert (full.tissue[full.roi][~region[full.roi]] == 2).all()
 
 
+def test_windows_outside_the_kept_region_are_skipped_without_changing_outputs(monkeypatch):
+    """Two blobs in opposite corners: the windows between them hold none of the kept sums, so they are skipped, and
+    the maps are identical to a run that computes them."""
+    shape = (64, 64, 48)
+    mask = np.zeros(shape, bool)
+    mask[4:14, 4:14, 4:14] = mask[50:60, 50:60, 34:44] = True
+    rng = np.random.default_rng(1)
+    intensity = np.where(mask, rng.uniform(0, 3.5, shape), 0).astype(np.float32)
+    edge = rng.normal(size=shape).astype(np.float32)
+    kwargs = {"mask": mask, "device": "cpu", "normalise": False, "roi_margin": 2, "overlap": 0.0}
+    skipped = predict_parcellation(FakeCascade(), intensity, edge, CARD, **kwargs)
+    plain = predictor_module._window_kwargs
+
+    def no_skip(*args):
+        return {**plain(*args), "skip_outside_region": False}
+
+    monkeypatch.setattr(predictor_module, "_window_kwargs", no_skip)
+    every = predict_parcellation(FakeCascade(), intensity, edge, CARD, **kwargs)
+    assert skipped.n_windows < every.n_windows
+    np.testing.assert_array_equal(skipped.tissue_probs, every.tissue_probs)
+    np.testing.assert_array_equal(skipped.parc, every.parc)
+
+
 def test_roi_from_nonzero_intensity_without_mask():
     intensity, edge, _ = phantom()
     res = predict_parcellation(FakeCascade(), intensity, edge, CARD, device="cpu", normalise=False, roi_margin=2)
