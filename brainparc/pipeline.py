@@ -195,7 +195,7 @@ def parcellate_image(
     from brainparc.core.bias import n4
     from brainparc.core.conform import conform, unconform
     from brainparc.core.edges import sobel_edges
-    from brainparc.core.postproc import fill_brain, refine_parcels
+    from brainparc.core.postproc import fill_brain, label_csf_shell, refine_parcels
     from brainparc.core.skullstrip import strip_skull
     from brainparc.inference import predict_brain_mask, predict_parcellation, resolve_device, set_threads
     from brainparc.inference.recipes import recipe_for
@@ -291,6 +291,9 @@ def parcellate_image(
         if recipe.mask_labels:
             parc = fill_brain(parc, mask)
         tissue_probs = result.tissue_probs
+        if stripped.csf_shell is not None:  # the output mask is intracranial: brain + extra-cerebral CSF
+            parc, tissue_probs = label_csf_shell(parc, tissue_probs, stripped.csf_shell)
+            mask = mask | stripped.csf_shell
     with timer.stage("unconform"):
         out_mask = unconform(mask.astype(np.uint8), conformed, order=0)
         out_brain = unconform(np.asarray(stripped.brain.dataobj, dtype=np.float32), conformed, order=1)

@@ -15,7 +15,10 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["REFERENCE_REFINED_LABELS", "fill_brain", "refine_parcels"]
+__all__ = ["CSF_INDEX", "REFERENCE_REFINED_LABELS", "fill_brain", "label_csf_shell", "refine_parcels"]
+
+#: BrainParc index of "Cerebrospinal Fluid" (FreeSurfer 24) and the tissue class CSF.
+CSF_INDEX, CSF_TISSUE = 100, 1
 
 #: The 28 BrainParc indices the reference refines: precentral … frontal pole (1–14), pars opercularis/orbitalis/
 #: triangularis (19–24), superior and inferior parietal (59–62), supramarginal (75–76), lateral occipital (89–90).
@@ -187,3 +190,18 @@ def fill_brain(parc: np.ndarray, mask: np.ndarray) -> np.ndarray:
     filled = parc[box][tuple(nearest)]
     out[box] = np.where(holes[box], filled, out[box])
     return out
+
+
+def label_csf_shell(parc: np.ndarray, tissue_probs: np.ndarray, shell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The extra-cerebral CSF shell of a whole head (``core.skullstrip.csf_shell``) labelled CSF.
+
+    The shell lies outside the brain mask the network parcellated, and it is CSF by construction (CSF-like intensity
+    between brain and skull), so it gets parcel 100 (FreeSurfer 24) and tissue CSF with probability 1 (``tissue_probs``
+    is class-first).
+    """
+    shell = np.asarray(shell, dtype=bool)
+    parc = np.where(shell, CSF_INDEX, parc).astype(np.asarray(parc).dtype)
+    probs = np.array(tissue_probs, copy=True)
+    probs[:, shell] = 0.0
+    probs[CSF_TISSUE, shell] = 1.0
+    return parc, probs

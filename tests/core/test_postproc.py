@@ -170,3 +170,19 @@ def test_sequential_mode_follows_the_reference_tie_rules():
     vol[2, 2, 4] = 1  # an island whose shell holds one 9 (z - 1, first in raster order) and one 7 (z + 1)
     assert refine_parcels(vol, labels_to_refine=[1], sequential=True)[2, 2, 4] == 9
     assert refine_parcels(vol, labels_to_refine=[1])[2, 2, 4] == 7
+
+
+def test_csf_shell_is_labelled_csf():
+    from brainparc.core.postproc import CSF_INDEX, label_csf_shell
+    from brainparc.labels import dk_struct
+
+    assert dk_struct().freesurfer_ids[CSF_INDEX] == 24
+    parc = np.zeros((4, 4, 4), np.int16)
+    parc[:2] = 3
+    probs = np.full((4, 4, 4, 4), 0.25, np.float32)
+    shell = np.zeros((4, 4, 4), bool)
+    shell[3] = True
+    out, p = label_csf_shell(parc, probs, shell)
+    assert (out[3] == CSF_INDEX).all() and (out[:3] == parc[:3]).all()
+    assert (p[:, 3] == np.array([0, 1, 0, 0])[:, None, None]).all() and (p[:, :3] == 0.25).all()
+    assert (probs == 0.25).all()  # the input is not modified

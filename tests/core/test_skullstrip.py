@@ -148,3 +148,42 @@ def test_near_zero_background_counts_as_background():
     from brainparc.core.skullstrip import is_skull_stripped
 
     assert is_skull_stripped(load_mni152_template(resolution=2))
+
+
+def _shells(shape=(72, 72, 72)) -> np.ndarray:
+    """Distance (voxels, 1 mm) from the centre of a cube image."""
+    i, j, k = np.indices(shape)
+    c = (np.asarray(shape) - 1) / 2
+    return np.sqrt((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2)
+
+
+def test_template_mask_stays_off_the_image_background(monkeypatch):
+    """A pseudo-brain (a ball in a zero background, with a zero voxel inside it): a template mask reaching past the
+    ball is clipped to the image's support, while the interior zero stays brain (holes are not background)."""
+    r = _shells()
+    data = np.where(r <= 20, 100.0, 0.0).astype(np.float32)
+    data[36, 36, 36] = 0.0
+    img = nib.Nifti1Image(data, np.eye(4))
+    background = skullstrip.image_background(data)
+    assert background[0, 0, 0] and not background[36, 36, 36] and not background[r <= 20].any()
+    fit = skullstrip.TemplateFit(r <= 24, np.zeros((3, *data.shape), np.float32), "brain", 0.0)
+    monkeypatch.setattr(skullstrip, "register_template", lambda im, **kw: fit)
+    res = strip_skull(img, mode="force")
+    mask = np.asarray(res.mask.dataobj) > 0
+    np.testing.assert_array_equal(mask, r <= 20)
+    assert res.csf_shell is None  # brain-template registrations (stripped inputs) get no CSF shell
+
+
+def test_whole_head_template_mask_gets_its_csf_shell(monkeypatch):
+    """Whole head phantom: brain (r ≤ 20 mm, 100), CSF (20-23, 40), skull (23-27, 5), scalp (27-31, 120), and a
+    CSF-dark blob in the scalp > 6 mm away. The shell is exactly the CSF layer: not the skull, scalp or the blob."""
+    r = _shells()
+    data = np.select([r <= 20, r <= 23, r <= 27, r <= 31], [100.0, 40.0, 5.0, 120.0], 0.0).astype(np.float32)
+    blob = (r > 28) & (r <= 30) & (np.indices(r.shape)[0] < 10)
+    data[blob] = 40.0
+    img = nib.Nifti1Image(data, np.eye(4))
+    fit = skullstrip.TemplateFit(r <= 20, np.zeros((3, *data.shape), np.float32), "head", 0.0)
+    monkeypatch.setattr(skullstrip, "register_template", lambda im, **kw: fit)
+    res = strip_skull(img, mode="force")
+    np.testing.assert_array_equal(np.asarray(res.mask.dataobj) > 0, r <= 20)  # the brain mask is unchanged
+    np.testing.assert_array_equal(res.csf_shell, (r > 20) & (r <= 23))
