@@ -177,6 +177,9 @@ MIN_DARK_FRACTION_OF_ICV = 5e-4
 MIN_BLOB_FRACTION_OF_ICV = 1e-3
 #: Thin bridges narrower than this (mm) are cut before looking for blobs.
 BLOB_OPENING_MM = 6.0
+#: Whole-head brain masks are intracranial: a layer of CSF up to this thick (mm) lines the brain and is not a blob
+#: (``brainparc.core.skullstrip.csf_shell``).
+CSF_SHELL_MM = 6.0
 
 
 def image_flags(
@@ -190,9 +193,10 @@ def image_flags(
 
     ``ventricles_not_csf``: voxels deep in the brain (``DEEP_RADIUS_FRACTION`` of its equivalent radius from the mask
     surface) and CSF-dark in the T1w (below ``DARK_FRACTION`` of the deep median) are the ventricles; less than half of
-    them CSF in ``tissue`` is flagged. ``mask_blob``: parts of the mask farther than ``BLOB_OPENING_MM`` from the
-    brain's tissue (GM/WM, thin bridges cut), each larger than ``MIN_BLOB_FRACTION_OF_ICV``, named by the scanner
-    position of their centre (mm). Both thresholds are relative to the scan's own ICV.
+    them CSF in ``tissue`` is flagged; depth is measured without the CSF within ``CSF_SHELL_MM`` of the mask's
+    surface. ``mask_blob``: parts of the mask farther than ``BLOB_OPENING_MM`` (CSF: ``BLOB_OPENING_MM +
+    CSF_SHELL_MM``) from the brain's tissue (GM/WM, thin bridges cut), each larger than ``MIN_BLOB_FRACTION_OF_ICV``,
+    named by the scanner position of their centre (mm). Both thresholds are relative to the scan's own ICV.
     """
     from scipy import ndimage as ndi
 
@@ -203,8 +207,11 @@ def image_flags(
     icv = mask.sum() * voxel
     if icv <= 0:
         return flags
-    radius = (3 * icv / (4 * np.pi)) ** (1 / 3)
-    deep = ndi.distance_transform_edt(mask, sampling=zooms) > DEEP_RADIUS_FRACTION * radius
+    is_csf = np.asarray(tissue) == 1
+    outer_csf = is_csf & (ndi.distance_transform_edt(mask, sampling=zooms) <= CSF_SHELL_MM)
+    inside = mask & ~outer_csf  # the brain within its CSF: "deep" is measured from the brain's surface
+    radius = (3 * inside.sum() * voxel / (4 * np.pi)) ** (1 / 3)
+    deep = ndi.distance_transform_edt(inside, sampling=zooms) > DEEP_RADIUS_FRACTION * radius
     anat = np.asarray(anat, dtype=np.float32)
     if deep.any():
         dark = deep & (anat < DARK_FRACTION * float(np.median(anat[deep])))
@@ -223,7 +230,8 @@ def image_flags(
     core, n = ndi.label(ndi.binary_opening(brain, structure=ball))
     if n:
         main = core == 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
-        away = mask & (ndi.distance_transform_edt(~main, sampling=zooms) > BLOB_OPENING_MM)
+        far = ndi.distance_transform_edt(~main, sampling=zooms)
+        away = mask & (far > BLOB_OPENING_MM + np.where(is_csf, CSF_SHELL_MM, 0.0))  # CSF may line the brain
         blobs = ndi.label(away)[0]
         sizes = np.bincount(blobs.ravel()) * voxel
         big = [b for b in np.argsort(-sizes) if b and sizes[b] >= MIN_BLOB_FRACTION_OF_ICV * icv]

@@ -334,17 +334,25 @@ def test_image_flags_ventricles_not_csf(ventricle_tissue):
 
 
 def test_image_flags_mask_blob():
+    """A lump of mask below the brain is a blob, unless it is CSF within the CSF lining of an intracranial mask."""
     from brainparc.reports.qc import image_flags
 
-    dist, _ = _ball()
+    dist, _ = _ball((80, 60, 60))  # 2 mm voxels, brain from x = 18 to 62
     mask = dist < 22
     tissue = np.where(dist < 12, 3, np.where(mask, 2, 0))
     anat = np.where(mask, 100.0, 0.0)
-    assert image_flags(mask, tissue, anat, (2.0,) * 3, np.eye(4) * [2, 2, 2, 1]) == []
-    mask[2:8, 28:34, 28:34] = True  # a sinus-like blob below the brain: 6x6x6 voxels of 8 mm³, CSF
+    aff = np.eye(4) * [2, 2, 2, 1]
+    assert image_flags(mask, tissue, anat, (2.0,) * 3, aff) == []
+    lining = mask.copy()
+    lining[12:18, 28:34, 28:34] = True  # 0-12 mm below the brain
+    for label, flagged in ((1, False), (0, True)):  # CSF lines the brain; unlabelled mask there is a blob
+        t = tissue.copy()
+        t[12:18, 28:34, 28:34] = label
+        assert bool(image_flags(lining, t, anat, (2.0,) * 3, aff)) == flagged
+    mask[2:8, 28:34, 28:34] = True  # a sinus-like blob 20-32 mm below the brain: 6x6x6 voxels of 8 mm³, CSF
     tissue[2:8, 28:34, 28:34] = 1
-    (flag,) = image_flags(mask, tissue, anat, (2.0,) * 3, np.eye(4) * [2, 2, 2, 1])
-    assert flag["flag"] == "mask_blob" and flag["items"] == [("blob at (7, 61, 61) mm", "1.2 ml")]
+    (flag,) = image_flags(mask, tissue, anat, (2.0,) * 3, aff)
+    assert flag["flag"] == "mask_blob" and flag["items"] == [("blob at (9, 61, 61) mm", "1.7 ml")]
 
 
 def test_totals_figure_legend_explains_every_marker():
