@@ -236,6 +236,36 @@ def test_skull_strip_network_uses_its_own_card_settings(tmp_path, tiny_models, m
     assert got["method"] == "pseudo-brain+refine" and (got["overlap"], got["autocast"]) == want
 
 
+def test_whole_head_brain_mask_keeps_the_csf_shell_as_csf(tmp_path, tiny_models, monkeypatch):
+    """Whole head, template mask without a network: brain_mask is intracranial (brain + its CSF layer, not skull or
+    scalp), the layer is CSF in aparc+aseg (24) and in the tissue map, and the intracranial volume counts it."""
+    from brainparc.core import skullstrip
+
+    shape = (64, 72, 60)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    r = np.sqrt(((grid / np.array([0.9, 0.9, 0.85])[:, None, None, None]) ** 2).sum(0))
+    data = np.select([r < 0.45, r < 0.6, r < 0.7, r < 0.8, r < 0.9], [110.0, 75.0, 30.0, 5.0, 120.0], 0.0)
+    src = tmp_path / "head.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), src)
+    brain = r < 0.6  # symmetric: the same on the conformed (LAS) grid
+    fit = skullstrip.TemplateFit(brain, np.zeros((3, *shape), np.float32), "head", 0.0)
+    monkeypatch.setattr(skullstrip, "register_template", lambda img, **kw: fit)  # no registration in a unit test
+    out = tmp_path / "out"
+    assert main(["parcellate", str(src), "-o", str(out), "--skull-strip", "force", *_args(tiny_models[:1])]) == 0
+    mask = np.asarray(nib.load(out / "brain_mask.nii.gz").dataobj) > 0
+    fs = np.asarray(nib.load(out / "aparcaseg_dseg.nii.gz").dataobj)
+    tissue = np.asarray(nib.load(out / "tissue_dseg.nii.gz").dataobj)
+    layer = (r > 0.62) & (r < 0.68)  # inside the CSF layer, away from its edges
+    assert mask[r < 0.6].all() and mask[layer].all() and not mask[r > 0.72].any()
+    assert (fs[layer] == 24).all() and (tissue[layer] == 1).all()
+    assert (fs[r < 0.55] > 0).all()  # the brain keeps the network's labels
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["skull_strip"]["method"] == "template"
+    tsv = (out / "volumes.tsv").read_text().splitlines()
+    icv = next(line for line in tsv if line.split("\t")[1].startswith("Total intracranial"))
+    assert float(icv.split("\t")[-1]) == pytest.approx(mask.sum(), rel=1e-4)
+
+
 def test_outputs_are_readable_by_others(tmp_path):
     """mkstemp creates 0600 files; published outputs must get the usual 0666-minus-umask permissions."""
     import os
