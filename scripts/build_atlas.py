@@ -110,7 +110,7 @@ def build_atlas(root: Path, out: Path, spacing: float = 2.0) -> None:
     acc = AtlasAccumulator(affine, shape, len(registry))
     used = []
     for path in subjects(root):
-        compiled = registry.compile(folder_declaration(path.parent)[0])
+        compiled = registry.compile(as_bundled(folder_declaration(path.parent)[0]))
         labs = np.asarray(nib.load(str(find_file(path, "parc"))).dataobj)
         brain_path = find_file(path, "brain")
         brain = None if brain_path is None else np.asarray(nib.load(str(brain_path)).dataobj) > 0
