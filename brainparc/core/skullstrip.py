@@ -72,24 +72,41 @@ def finalize_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return ndi.binary_fill_holes(mask).astype(np.uint8)
 
 
+#: Thickness (mm) of the extra-cerebral CSF layer :func:`csf_shell` adds around a whole head's brain mask.
+CSF_SHELL_MM = 6.0
+
+
+def _near_minimum(data: np.ndarray) -> np.ndarray:
+    """Voxels within 0.1 % of the intensity range of the minimum: resampled templates and interpolated images carry
+    values like 1e-18 outside the brain that are zero for any practical purpose."""
+    lo, hi = float(data.min()), float(data.max())
+    return data <= lo + 1e-3 * (hi - lo)
+
+
+def _border_voxels(arr: np.ndarray) -> np.ndarray:
+    """The values on the six faces of a 3-D array, flattened."""
+    faces = [arr[0], arr[-1], arr[:, 0], arr[:, -1], arr[:, :, 0], arr[:, :, -1]]
+    return np.concatenate([f.ravel() for f in faces])
+
+
 def image_background(data: np.ndarray) -> np.ndarray:
-    """The image's own background: voxels at its minimum (within 0.1 % of the range) connected to the border (bool).
+    """The image's own background: voxels at its minimum (:func:`_near_minimum`) connected to the border (bool).
 
     Skull-stripped images and pseudo-brains carry a constant background, and no brain lies there: the registered
     template mask reached 37 and 11 ml into it on the two AutoStrip infant pseudo-brains. Heads have noise in the
     air, so for them this is empty or air only.
     """
-    data = np.asarray(data, dtype=np.float32)
-    lo, hi = float(data.min()), float(data.max())
-    low = data <= lo + 1e-3 * (hi - lo)
-    lab, _ = ndi.label(low)
-    faces = [lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]]
-    border = np.unique(np.concatenate([f.ravel() for f in faces]))
+    lab, _ = ndi.label(_near_minimum(np.asarray(data, dtype=np.float32)))
+    border = np.unique(_border_voxels(lab))
     return np.isin(lab, border[border > 0])
 
 
 def csf_shell(
-    mask: np.ndarray, data: np.ndarray, zooms, max_mm: float = 6.0, band: tuple[float, float] = (0.1, 0.7)
+    mask: np.ndarray,
+    data: np.ndarray,
+    zooms,
+    max_mm: float = CSF_SHELL_MM,
+    band: tuple[float, float] = (0.1, 0.7),
 ) -> np.ndarray:
     """Extra-cerebral CSF around a whole head's brain ``mask`` (bool, outside ``mask``).
 
@@ -104,7 +121,8 @@ def csf_shell(
     if not mask.any():
         return shell
     pad = np.ceil(max_mm / np.asarray(zooms, dtype=float)).astype(int) + 1
-    lo, hi = np.argwhere(mask).min(axis=0) - pad, np.argwhere(mask).max(axis=0) + pad + 1
+    where = np.argwhere(mask)
+    lo, hi = where.min(axis=0) - pad, where.max(axis=0) + pad + 1
     box = tuple(slice(max(int(a), 0), int(b)) for a, b in zip(lo, hi, strict=True))
     m, d = mask[box], np.asarray(data[box], dtype=np.float32)
     inner = _erode_mm(m, 5.0, zooms)
@@ -385,10 +403,7 @@ def skull_strip_features(img: nib.spatialimages.SpatialImage) -> dict[str, float
     step = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
     data = np.asarray(img.dataobj, dtype=np.float32)[:: step[0], :: step[1], :: step[2]]
     zooms = zooms * step
-    # "Background" is everything within 0.1 % of the intensity range of the minimum: resampled templates and
-    # interpolated images carry values like 1e-18 outside the brain that are zero for any practical purpose.
-    support = data > data.min() + 1e-3 * (float(data.max()) - float(data.min()))
-    faces = [support[0], support[-1], support[:, 0], support[:, -1], support[:, :, 0], support[:, :, -1]]
+    support = ~_near_minimum(data)
     filled = ndi.binary_fill_holes(ndi.binary_closing(support, iterations=2))
     depth = ndi.distance_transform_edt(filled, sampling=zooms)
     med = float(np.median(data[filled])) if filled.any() else 0.0
@@ -396,7 +411,7 @@ def skull_strip_features(img: nib.spatialimages.SpatialImage) -> dict[str, float
     dark = float(np.mean(data[shell] < 0.3 * med)) if shell.any() else 1.0
     return {
         "background_fraction": float(1.0 - support.mean()),
-        "face_fraction": float(np.mean(np.concatenate([f.ravel() for f in faces]))),
+        "face_fraction": float(np.mean(_border_voxels(support))),
         "support_litres": float(filled.sum() * np.prod(zooms) / 1e6),
         "dark_shell_fraction": dark,
     }

@@ -177,9 +177,6 @@ MIN_DARK_FRACTION_OF_ICV = 5e-4
 MIN_BLOB_FRACTION_OF_ICV = 1e-3
 #: Thin bridges narrower than this (mm) are cut before looking for blobs.
 BLOB_OPENING_MM = 6.0
-#: Whole-head brain masks are intracranial: a layer of CSF up to this thick (mm) lines the brain and is not a blob
-#: (``brainparc.core.skullstrip.csf_shell``).
-CSF_SHELL_MM = 6.0
 
 
 def image_flags(
@@ -193,12 +190,15 @@ def image_flags(
 
     ``ventricles_not_csf``: voxels deep in the brain (``DEEP_RADIUS_FRACTION`` of its equivalent radius from the mask
     surface) and CSF-dark in the T1w (below ``DARK_FRACTION`` of the deep median) are the ventricles; less than half of
-    them CSF in ``tissue`` is flagged; depth is measured without the CSF within ``CSF_SHELL_MM`` of the mask's
-    surface. ``mask_blob``: parts of the mask farther than ``BLOB_OPENING_MM`` (CSF: ``BLOB_OPENING_MM +
-    CSF_SHELL_MM``) from the brain's tissue (GM/WM, thin bridges cut), each larger than ``MIN_BLOB_FRACTION_OF_ICV``,
-    named by the scanner position of their centre (mm). Both thresholds are relative to the scan's own ICV.
+    them CSF in ``tissue`` is flagged; depth is measured without the CSF within ``CSF_SHELL_MM`` (the width of the
+    CSF layer ``core.skullstrip.csf_shell`` adds) of the mask's surface. ``mask_blob``: parts of the mask farther than
+    ``BLOB_OPENING_MM`` (CSF: ``BLOB_OPENING_MM + CSF_SHELL_MM``) from the brain's tissue (GM/WM, thin bridges
+    cut), each larger than ``MIN_BLOB_FRACTION_OF_ICV``, named by the scanner position of their centre (mm). Both
+    thresholds are relative to the scan's own ICV.
     """
     from scipy import ndimage as ndi
+
+    from brainparc.core.skullstrip import CSF_SHELL_MM  # whole-head masks are intracranial: CSF lines the brain
 
     flags: list[dict[str, Any]] = []
     mask = np.asarray(mask, dtype=bool)
