@@ -3,21 +3,13 @@ sources together, as the bundled atlas was built."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_atlas.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("build_atlas", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script
 
 
 def _subject(folder: Path, labels: np.ndarray, x0: float, declaration: str | None) -> None:
@@ -44,7 +36,7 @@ def test_sources_of_every_declaration_build_and_rebuild_identically(tmp_path):
     _subject(root / "data" / "MB" / "mb", mb, -30.0, "dkt31_aseg")
     _subject(root / "data" / "BP" / "bp", np.full((12, 12, 12), 1), 0.0, None)  # BrainParc index 1, full labels
     _subject(root / "data" / "FSA" / "fsaverage", np.full((12, 12, 12), 2), 20.0, "aseg")  # left cerebral WM
-    build = _module()
+    build = load_script("build_atlas")
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
     build.build_atlas(root, first)
     build.build_atlas(root, second)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,7 @@ import pytest
 import torch
 
 from brainparc import models
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export_weights.py"
-
-
-def _export_module():
-    spec = importlib.util.spec_from_file_location("export_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script
 
 
 def _run(tmp_path: Path, scales: list[float]) -> list[Path]:
@@ -35,7 +26,7 @@ def _run(tmp_path: Path, scales: list[float]) -> list[Path]:
 
 
 def test_export_averages_checkpoints_and_records_them(tmp_path):
-    export = _export_module().export
+    export = load_script("export_weights").export
     paths = _run(tmp_path, [1.0, 3.0])
     out = tmp_path / "w.safetensors"
     card = export(paths, out, "preliminary", {}, "test", None)
@@ -48,7 +39,7 @@ def test_export_averages_checkpoints_and_records_them(tmp_path):
 
 
 def test_export_refuses_checkpoints_of_different_runs(tmp_path):
-    export = _export_module().export
+    export = load_script("export_weights").export
     a = _run(tmp_path / "a", [1.0])
     b = _run(tmp_path / "b", [1.0])
     with pytest.raises(ValueError, match="one run"):
@@ -57,7 +48,7 @@ def test_export_refuses_checkpoints_of_different_runs(tmp_path):
 
 def test_export_records_the_start_and_interpolates_with_it(tmp_path):
     """A fine-tuning run's card names its start (sha256); --wise-ft 0.25 lands a quarter of the way to the tuned."""
-    export = _export_module().export
+    export = load_script("export_weights").export
     start = models.build("brainparc-atlas")
     start_path = tmp_path / "start.safetensors"
     start_card = models.save(start, start_path, preset="brainparc-atlas")
