@@ -55,25 +55,44 @@ def load_atlas(path: str | Path | None = None) -> Atlas:
     if not path.is_file():
         raise FileNotFoundError(f"atlas file not found: {path} (build it with scripts/build_atlas.py)")
     with np.load(path, allow_pickle=False) as f:
-        prob = f["prob"].astype(np.float32) / 255.0
-        fill = f["cortex_fill"].astype(np.int64)
+        prob = f["prob"].astype(np.float32)
+        fill = f["cortex_fill"].astype(np.intp)
         affine = f["affine"].astype(np.float64)
         name = str(f["name"])
-    onehot = np.zeros_like(prob)
-    np.put_along_axis(onehot, fill[None], 1.0, axis=0)
-    prob = prob + FILL_WEIGHT * onehot * (fill[None] > 0) + FLOOR
+    # in place: the 107-class float array is ~400 MB, and every temporary copy of it costs a second at start-up
+    prob /= 255.0
+    has_fill = fill > 0
+    prob[(fill[has_fill], *np.nonzero(has_fill))] += FILL_WEIGHT
+    prob += FLOOR
     prob /= prob.sum(axis=0, keepdims=True)
-    return Atlas(prob.astype(np.float32), affine, name, _sha256(path))
+    return Atlas(prob, affine, name, _sha256(path))
 
 
-def _grid(atlas_shape: tuple[int, ...], affine: np.ndarray, coords):
-    """``grid_sample`` grid (last axis: k, j, i normalised to [-1, 1]) of world coordinates ``coords[..., 3]``."""
+def _voxel_coordinates(affine: np.ndarray, coords):
+    """Atlas voxel coordinates (last axis i, j, k) of world coordinates ``coords[..., 3]`` (mm)."""
     import torch
 
     inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32)
-    ijk = coords @ inv[:3, :3].T + inv[:3, 3]
-    size = torch.tensor([s - 1 for s in atlas_shape], dtype=torch.float32)
-    return (2 * ijk / size - 1).flip(-1)
+    return coords @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _reach(ijk, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The atlas box any trilinear sample at voxel coordinates ``ijk[..., 3]`` reads (≥ 2 voxels per axis), or None
+    when every sample lies wholly outside the atlas (all its corners read the zero padding)."""
+    import torch
+
+    size = torch.tensor(shape, dtype=ijk.dtype)
+    reaching = ((ijk > -1) & (ijk < size)).all(dim=-1)
+    if not bool(reaching.any()):
+        return None
+    inside = ijk[reaching]
+    lo = inside.floor().amin(dim=0).clamp_min(0).long().tolist()
+    hi = inside.ceil().amax(dim=0).long().tolist()
+    box = []
+    for a, b, n in zip(lo, hi, shape, strict=True):
+        b = min(max(b, a + 1), n - 1)
+        box.append(slice(min(a, b - 1), b + 1))
+    return tuple(box)
 
 
 def warp_atlas(prob, affine: np.ndarray, coords):
@@ -81,16 +100,35 @@ def warp_atlas(prob, affine: np.ndarray, coords):
 
     ``prob`` is the atlas as a torch tensor ``[C, I, J, K]`` (any float dtype). Coordinates outside the atlas box
     (including :data:`~brainparc.core.skullstrip.OUTSIDE_TEMPLATE`) get background (class 0) with probability 1.
+
+    Trilinear, and only where it matters: the samples of one window read a small box of the atlas, in which most
+    classes hold nothing but their floor value. Those classes equal the box's voxel-wise minimum everywhere, so the
+    minimum is sampled once for all of them and only the classes that vary are sampled one by one (on a 64³-window
+    run the dense 107-class ``grid_sample`` took a fifth of the parcellation time). Same values as sampling every
+    class over the whole atlas, up to float rounding of the sample positions.
     """
     import torch
     import torch.nn.functional as F
 
-    b = coords.shape[0]
-    grid = _grid(tuple(prob.shape[1:]), affine, coords.float().permute(0, 2, 3, 4, 1))
-    vol = prob[None].expand(b, *prob.shape).to(grid.dtype)
-    out = F.grid_sample(vol, grid.to(prob.device), mode="bilinear", padding_mode="zeros", align_corners=True)
-    missing = (1.0 - out.sum(dim=1, keepdim=True)).clamp_min(0.0)
-    return torch.cat([out[:, :1] + missing, out[:, 1:]], dim=1)
+    b, c = coords.shape[0], prob.shape[0]
+    ijk = _voxel_coordinates(affine, coords.float().permute(0, 2, 3, 4, 1))
+    box = _reach(ijk, tuple(prob.shape[1:]))
+    if box is None:
+        out = torch.zeros((b, c, *coords.shape[2:]), dtype=torch.float32, device=prob.device)
+    else:
+        crop = prob[(slice(None), *box)].float()
+        floor = crop.amin(dim=0, keepdim=True)
+        varying = (crop != floor).flatten(1).any(dim=1).nonzero().flatten()
+        vol = torch.cat([crop[varying], floor])
+        start = torch.tensor([s.start for s in box], dtype=torch.float32)
+        span = torch.tensor([s.stop - s.start - 1 for s in box], dtype=torch.float32)
+        grid = (2 * (ijk - start) / span - 1).flip(-1)  # grid_sample's last axis is (k, j, i)
+        sampled = F.grid_sample(vol[None].expand(b, *vol.shape), grid.to(prob.device), mode="bilinear",
+                                padding_mode="zeros", align_corners=True)  # fmt: skip
+        out = sampled[:, -1:].expand(b, c, *sampled.shape[2:]).clone()
+        out[:, varying] = sampled[:, :-1]
+    out[:, :1] += (1.0 - out.sum(dim=1, keepdim=True)).clamp_min(0.0)  # what the atlas box misses is background
+    return out
 
 
 def atlas_argmax(atlas: Atlas, coords: np.ndarray, mask: np.ndarray | None = None, slab: int = 8) -> np.ndarray:

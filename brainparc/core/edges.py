@@ -48,7 +48,14 @@ def sobel_edges_array(arr: np.ndarray, dtype: np.dtype | type = np.int16) -> np.
     ``int16`` (truncation toward zero) reproduces the shipped ``brain_edge`` files; ``float32`` is the variant the
     official inference script recomputes when it resamples.
     """
-    mag = sobel_magnitude(zscore_official(arr))
+    z = zscore_official(arr)
+    # outside the box of voxels that differ from the background value every neighbourhood is constant: zero gradient
+    # (the box grown by one voxel keeps the borders exact; a brain is a fifth of a head's grid)
+    varying = np.nonzero(z != z.flat[0])
+    mag = np.zeros(z.shape, dtype=np.float64)
+    if varying[0].size:
+        box = tuple(slice(max(int(v.min()) - 1, 0), int(v.max()) + 2) for v in varying)
+        mag[box] = sobel_magnitude(z[box])
     if np.issubdtype(np.dtype(dtype), np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.trunc(mag), info.min, info.max).astype(dtype)

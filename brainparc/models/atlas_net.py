@@ -76,8 +76,10 @@ class AtlasGuidedNet(nn.Module):
         return warp_atlas(self.atlas, self.atlas_affine, coords)
 
     def _combine(self, p_net: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        log_prior = torch.log(self.prior(coords).clamp_min(1e-6))
-        logits = torch.log(p_net.float().clamp_min(1e-6)) + self.prior_weight * log_prior
+        # in place on fresh tensors: each 107-channel temporary costs a pass over memory per window (same values and
+        # gradients as the out-of-place expression)
+        log_prior = self.prior(coords).clamp_min_(1e-6).log_()
+        logits = p_net.float().clamp_min(1e-6).log_().add_(log_prior.mul_(self.prior_weight))
         return torch.softmax(logits, dim=1).to(p_net.dtype)
 
     def forward(self, x: torch.Tensor, parc_b: bool = True) -> tuple[torch.Tensor | None, ...]:

@@ -75,6 +75,25 @@ def test_left_box_gets_left_labels_and_outside_is_background():
     assert torch.allclose(p[0, 0], torch.ones(2, 2, 2)) and torch.allclose(p.sum(1), torch.ones(1, 2, 2, 2))
 
 
+def test_warp_reads_only_the_classes_that_vary_and_matches_the_dense_warp():
+    """Sampling a crop and only its non-floor classes gives the dense trilinear warp of all 107 classes over the whole
+    atlas, for windows inside, across the edge of and outside the atlas box."""
+    import torch.nn.functional as F
+
+    atlas = load_atlas()
+    prob = torch.from_numpy(atlas.prob)
+    inv = np.linalg.inv(atlas.affine)
+    size = np.array(atlas.prob.shape[1:]) - 1
+    for lo, hi in (((-40.0, -10.0)), ((60.0, 110.0)), ((300.0, 320.0))):  # inside; across the box edge; outside
+        coords = torch.from_numpy(_world_grid((lo, hi), (9, 11, 7)))[None].repeat(2, 1, 1, 1, 1)
+        coords[1] += 3.7  # a batch of two different windows
+        ijk = np.einsum("ij,bj...->bi...", inv[:3, :3], coords.numpy()) + inv[:3, 3, None, None, None]
+        grid = torch.from_numpy(np.moveaxis(2 * ijk / size[:, None, None, None] - 1, 1, -1)[..., ::-1].copy()).float()
+        dense = F.grid_sample(prob[None].expand(2, *prob.shape), grid, align_corners=True)
+        dense[:, :1] += (1 - dense.sum(1, keepdim=True)).clamp_min(0)
+        torch.testing.assert_close(warp_atlas(prob, atlas.affine, coords), dense, atol=1e-5, rtol=0)  # floor: 1e-4
+
+
 def test_atlas_covers_every_class_and_sums_to_one():
     atlas = load_atlas()
     assert atlas.prob.shape[0] == len(TABLE)

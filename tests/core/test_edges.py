@@ -51,3 +51,18 @@ def test_sub005_conformance(shared_data):
     differ = int(np.count_nonzero(ours != ref))
     assert differ / ref.size <= 2e-5, differ
     assert np.abs(ours.astype(int) - ref).max() <= 1
+
+
+def test_edges_of_a_brain_in_a_large_background_are_computed_only_around_it():
+    """The edge map is computed on the brain's box only; it equals the whole-grid Sobel everywhere, also where the
+    brain touches the grid border (edge replication there) and for a background that is not zero."""
+    from brainparc.core.edges import sobel_edges_array
+
+    rng = np.random.default_rng(2)
+    for background, box in ((0.0, np.s_[5:14, 0:7, 9:20]), (-3.0, np.s_[0:4, 3:9, 12:24])):
+        x = np.full((20, 16, 24), background)
+        x[box] = rng.uniform(10, 100, size=x[box].shape)
+        expected = _itk_sobel_bruteforce(zscore_official(x))
+        np.testing.assert_allclose(sobel_edges_array(x, np.float64), expected, rtol=1e-12, atol=1e-12)
+    flat = np.full((6, 6, 6), 7.0)
+    assert not sobel_edges_array(flat, np.float64).any()
