@@ -143,13 +143,18 @@ def _progress(opts: ParcellateOptions, what: str) -> bool | str:
 
 
 def _template_coordinates(
-    card: dict[str, Any], stripped: Any, brain: nib.Nifti1Image, timer: _Timer, opts: ParcellateOptions
+    card: dict[str, Any],
+    stripped: Any,
+    brain: nib.Nifti1Image,
+    timer: _Timer,
+    opts: ParcellateOptions,
+    syn_iterations: tuple[int, ...],
 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """Template coordinates of the model grid for atlas-guided models (``card["atlas"]``), with their provenance.
 
     One registration per image: the skull-strip stage's template registration when it ran (whole heads) and the
     model grid is its grid; otherwise (skull-stripped input, a user mask, or a native-grid strip) the brain template
-    is registered to the skull-stripped brain here, and the cost is recorded.
+    is registered to the skull-stripped brain here with ``syn_iterations`` (the recipe's), and the cost is recorded.
     """
     from brainparc.core.skullstrip import register_template
 
@@ -159,7 +164,7 @@ def _template_coordinates(
     reused = fit is not None and fit.coords.shape[1:] == brain.shape
     if not reused:
         with timer.stage("template_registration"):
-            fit = register_template(brain, template="brain", nthreads=opts.nthreads)
+            fit = register_template(brain, template="brain", syn_iterations=syn_iterations, nthreads=opts.nthreads)
     entry = {**card["atlas"], "template": "MNI ICBM 2009a (nilearn)", "registration": fit.template}
     entry.update(shared_with_skull_strip=reused, registration_s=fit.seconds)
     return fit.coords, entry
@@ -266,7 +271,9 @@ def parcellate_image(
             brain, model_grid = on_model_grid.img, on_model_grid.transform
             parc_mask = model_grid.to_model_grid(mask.astype(np.uint8), order=0) > 0
             resample = Resample(tuple(model_grid.scale), tuple(model_grid.offset), model_grid.las_shape)
-    coords, atlas_provenance = _template_coordinates(models.parc_card, stripped, brain, timer, opts)
+    coords, atlas_provenance = _template_coordinates(
+        models.parc_card, stripped, brain, timer, opts, recipe.atlas_syn_iterations
+    )
     with timer.stage("sobel_edges"):
         edges = sobel_edges(brain, dtype=np.dtype(recipe.edge_dtype))
     with timer.stage("parcellation"):

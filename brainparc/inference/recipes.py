@@ -73,6 +73,11 @@ class Recipe:
         pseudo-brain mask) or ``"largest-component"`` (argmax and largest 26-connected component, as published).
     cuda_amp
         bf16 autocast on CUDA unless the user says otherwise (the published inference runs fp32).
+    atlas_syn_iterations
+        SyN iterations per level (ANTs shrink factors 4, 2, 1 of the 2.5 mm registration grid;
+        :func:`~brainparc.core.skullstrip.register_template`) of the brain-template registration that places an
+        atlas-guided model's prior on a skull-stripped input (whole heads reuse the skull-strip stage's registration).
+        No published counterpart (the official models have no atlas): the same in both recipes.
     """
 
     name: str
@@ -91,11 +96,16 @@ class Recipe:
     strip_official_tiling: bool
     strip_cleanup: str
     cuda_amp: bool
+    atlas_syn_iterations: tuple[int, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, for provenance."""
         return asdict(self)
 
+
+#: A third SyN level at the registration's full 2.5 mm (dev Mindboggle 12: DKT31 0.706 -> 0.717, deep grey 0.747 ->
+#: 0.761, +2.7 s; docs/recipes.md).
+ATLAS_SYN_ITERATIONS = (40, 20, 10)
 
 RECIPES: dict[str, Recipe] = {
     "fast": Recipe(
@@ -115,6 +125,7 @@ RECIPES: dict[str, Recipe] = {
         strip_official_tiling=False,
         strip_cleanup="fill-holes",
         cuda_amp=True,
+        atlas_syn_iterations=ATLAS_SYN_ITERATIONS,
     ),
     "reference": Recipe(
         name="reference",
@@ -133,6 +144,7 @@ RECIPES: dict[str, Recipe] = {
         strip_official_tiling=True,
         strip_cleanup="largest-component",
         cuda_amp=False,
+        atlas_syn_iterations=ATLAS_SYN_ITERATIONS,
     ),
 }
 

@@ -13,6 +13,7 @@ from brainparc import labels
 from brainparc.atlas import atlas_argmax, load_atlas, warp_atlas
 from brainparc.atlas.build import AtlasAccumulator, cortex_fill, resolve
 from brainparc.core.skullstrip import OUTSIDE_TEMPLATE
+from brainparc.inference.recipes import RECIPES
 from brainparc.train.labelsets import GroupRegistry, load_declaration
 
 TABLE = labels.dk_struct()
@@ -142,7 +143,10 @@ def test_atlas_only_parcellate_runs_on_a_small_image(tmp_path, monkeypatch):
     data[8:32, 8:40, 8:32] = 100.0
     nib.save(nib.Nifti1Image(data, affine), tmp_path / "t1.nii.gz")
 
+    calls = []
+
     def identity_fit(img, **kw):  # no registration in CI: the image is already in template space
+        calls.append(kw)
         ijk = np.indices(img.shape, dtype=np.float32)
         coords = np.tensordot(img.affine[:3, :3], ijk, axes=1) + img.affine[:3, 3, None, None, None]
         return skullstrip.TemplateFit(np.ones(img.shape, bool), coords.astype(np.float32), "brain", 0.0)
@@ -151,6 +155,8 @@ def test_atlas_only_parcellate_runs_on_a_small_image(tmp_path, monkeypatch):
     code = main(["parcellate", str(tmp_path / "t1.nii.gz"), "-o", str(tmp_path / "o"), "--model", "atlas",
                  "--device", "cpu"])  # fmt: skip
     assert code == 0
+    # skull-stripped input: one brain-template registration, with the recipe's SyN levels
+    assert [(kw["template"], kw["syn_iterations"]) for kw in calls] == [("brain", RECIPES["fast"].atlas_syn_iterations)]
     out = np.asarray(nib.load(tmp_path / "o" / "brainparc_dseg.nii.gz").dataobj)
     mask = np.asarray(nib.load(tmp_path / "o" / "brain_mask.nii.gz").dataobj) > 0
     assert mask[data > 0].all() and ((out > 0) == mask).all()  # every brain voxel labelled, nothing outside
