@@ -184,6 +184,16 @@ def volumes(fs: np.ndarray, voxel_mm3: float) -> dict:
     }
 
 
+def ribbon_agreement(ours: np.ndarray, ref: np.ndarray, cortex_ids: list[int]) -> dict:
+    """Where a DKT31 gap comes from: the cortical ribbon (any of ``cortex_ids``) as one mask, and the share of the
+    voxels inside both ribbons that carry the same parcel (a right ribbon with misplaced parcel borders scores high
+    on the first and low on the second)."""
+    ours_ribbon, ref_ribbon = np.isin(ours, cortex_ids), np.isin(ref, cortex_ids)
+    both = ours_ribbon & ref_ribbon
+    same = float((ours[both] == ref[both]).mean()) if both.any() else float("nan")
+    return {"ribbon": dice(ours_ribbon, ref_ribbon), "parcel_in_ribbon": same}
+
+
 def score(name: str, case: dict, d: Path) -> tuple[dict, list[dict]]:
     """Summary metrics and per-structure rows of one finished run (any system: read from FreeSurfer ids)."""
     summary: dict = {}
@@ -203,6 +213,7 @@ def score(name: str, case: dict, d: Path) -> tuple[dict, list[dict]]:
             ref = _labels(case["labels"])
             groups += [("dkt31", [int(v) for v in np.unique(ref) if 1000 < v < 3000], ours, ref)]
             groups += [("aseg", list(DEEP_GREY), ours, ref)]
+            summary |= ribbon_agreement(ours, ref, groups[0][1])
         if "aseg" in case:  # FreeSurfer aseg: deep grey
             groups += [("aseg", list(DEEP_GREY), fs, _labels(case["aseg"], fs_img))]
         for group, ids, ours, ref in groups:
@@ -332,6 +343,8 @@ def summary_tables(results: dict[str, dict[str, dict]], notes: list[str], nthrea
     out += [f"- {n}\n" for n in notes]
     metrics = [
         ("dkt31", "Mindboggle DKT31 cortex, mean Dice over 62 regions", ".3f"),
+        ("ribbon", "Mindboggle cortical ribbon (any DKT31 label), Dice", ".3f"),
+        ("parcel_in_ribbon", "Mindboggle, same DKT31 parcel inside both ribbons, share of voxels", ".3f"),
         ("aseg", "aseg deep grey, mean Dice over 16 structures", ".3f"),
         ("dk106", "sub005, 106-label mean Dice vs the official output", ".3f"),
         ("tissue", "sub005, tissue (CSF/GM/WM) mean Dice", ".3f"),

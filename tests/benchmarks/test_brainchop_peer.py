@@ -149,3 +149,17 @@ def test_evaluate_helpers() -> None:
     text = evaluate.summary_tables(results, ["a note"], 1)
     assert "| mne | 0.500 | 0.700 |" in text and "a note" in text and "failed" not in text.split("## aseg")[0]
     assert "## mask" in text and "| mne | 0.900 |  |" in text
+
+
+def test_ribbon_agreement_separates_the_ribbon_from_the_parcel_borders() -> None:
+    """A right ribbon with a shifted parcel border: ribbon Dice 1, parcel agreement the share left in place."""
+    ref = np.zeros((10, 10, 1), dtype=np.int32)
+    ref[2:8, 2:8] = 1024
+    ref[2:8, 5:8] = 1028
+    ours = ref.copy()
+    ours[2:8, 5] = 1024  # the border moved by one column of six voxels
+    got = evaluate.ribbon_agreement(ours, ref, [1024, 1028])
+    assert got["ribbon"] == 1.0 and got["parcel_in_ribbon"] == 30 / 36
+    ours[2:8, 2] = 2  # a column of the ribbon lost to white matter: the ribbon shrinks, the parcels inside stay
+    got = evaluate.ribbon_agreement(ours, ref, [1024, 1028])
+    assert got["ribbon"] == 2 * 30 / 66 and got["parcel_in_ribbon"] == 24 / 30
