@@ -5,7 +5,8 @@ Every system runs as its own subprocess per case (wall time around the subproces
 
 ``mb13``–``mb15``   Mindboggle OASIS-TRT atlases 13–15 (skull-stripped T1w): mean Dice over the 31 DKT cortical regions
                     (DK merged to DKT31: bankssts → superior temporal, frontal pole → superior frontal, temporal pole →
-                    inferior temporal; both hemispheres, 62 labels) and over 16 aseg deep grey structures
+                    inferior temporal; both hemispheres, 62 labels) and over 16 aseg deep grey structures; the
+                    cortical ribbon's Dice and the parcel agreement inside both ribbons (:func:`ribbon_agreement`)
 ``sub005``          BrainParc sub005_adult: agreement with the official model's output (mean Dice over the 106 labels,
                     and over CSF/GM/WM)
 ``mne``             MNE sample whole head (3 mm): FreeSurfer aseg deep grey mean Dice, brain-mask Dice vs brain.mgz
