@@ -212,9 +212,9 @@ def score(name: str, case: dict, d: Path) -> tuple[dict, list[dict]]:
                 for h in (0, 1000):
                     ours[ours == src + h] = dst + h
             ref = _labels(case["labels"])
-            groups += [("dkt31", [int(v) for v in np.unique(ref) if 1000 < v < 3000], ours, ref)]
-            groups += [("aseg", list(DEEP_GREY), ours, ref)]
-            summary |= ribbon_agreement(ours, ref, groups[0][1])
+            cortex_ids = [int(v) for v in np.unique(ref) if 1000 < v < 3000]
+            groups += [("dkt31", cortex_ids, ours, ref), ("aseg", list(DEEP_GREY), ours, ref)]
+            summary |= ribbon_agreement(ours, ref, cortex_ids)
         if "aseg" in case:  # FreeSurfer aseg: deep grey
             groups += [("aseg", list(DEEP_GREY), fs, _labels(case["aseg"], fs_img))]
         for group, ids, ours, ref in groups:
