@@ -67,8 +67,10 @@ def subjects(root: Path) -> list[Path]:
     return [e.path for e in read_file_list(root, "parc.csv")] + [root / "data" / "FSA" / "fsaverage"]
 
 
-def register_all(root: Path, registry: GroupRegistry, nthreads: int | None) -> None:
-    """``coords.nii`` for every subject that lacks one."""
+def register_all(
+    root: Path, registry: GroupRegistry, nthreads: int | None, syn_iterations: tuple[int, ...] = (40, 20, 0)
+) -> None:
+    """``coords.nii`` for every subject that lacks one (``register_template`` with ``syn_iterations``)."""
     for path in subjects(root):
         if (path / "coords.nii").is_file():
             continue
@@ -81,7 +83,7 @@ def register_all(root: Path, registry: GroupRegistry, nthreads: int | None) -> N
         else:
             targets = compiled.to_targets(np.asarray(labs.dataobj))
             moving = nib.Nifti1Image(_painted(targets, registry), labs.affine)
-        fit = register_template(moving, template="brain", nthreads=nthreads)
+        fit = register_template(moving, template="brain", syn_iterations=syn_iterations, nthreads=nthreads)
         coords = nib.Nifti1Image(np.moveaxis(fit.coords, 0, -1), labs.affine)
         nib.save(coords, str(path / "coords.nii"))
         print(f"registered {path.parent.name}/{path.name} in {fit.seconds:.0f} s", flush=True)
@@ -145,12 +147,15 @@ def main() -> None:
     p.add_argument("root", type=Path, help="training root (built if missing; coords.nii are added to it)")
     p.add_argument("--out", type=Path, default=ATLAS_FILE, help="atlas file to write (default: the bundled one)")
     p.add_argument("--nthreads", type=int, default=None, help="ITK threads for the registrations")
+    p.add_argument(
+        "--syn-iterations", type=int, nargs="+", default=[40, 20, 0], help="SyN iterations per level (2.5 mm grid)"
+    )
     a = p.parse_args()
     if not (a.root / "csvfile" / "parc.csv").is_file():
         build_training_root(a.shared, a.root)
     _fsaverage(a.shared, a.root)
     start = time.perf_counter()
-    register_all(a.root, GroupRegistry(), a.nthreads)
+    register_all(a.root, GroupRegistry(), a.nthreads, tuple(a.syn_iterations))
     print(f"registrations done in {time.perf_counter() - start:.0f} s", flush=True)
     build_atlas(a.root, a.out)
 
