@@ -73,6 +73,8 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--keep-checkpoints", type=_positive_int, default=S, help="newest checkpoints kept (default: 3)")
     p.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=S, help="save GPU memory")
     p.add_argument("--grad-clip", type=float, default=S, help="clip the gradient norm (default: off)")
+    p.add_argument("--max-non-finite", type=int, default=S, metavar="N",
+                   help="non-finite losses taken as zero-gradient steps, logged (0: the first one stops)")  # fmt: skip
     p.add_argument("--foreground-prob", type=_ratio, default=S, help="patch centres in the brain (default: 0.9)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S, help="progress bar (on)")
     p.add_argument("--patches-per-subject", type=_positive_int, default=S, help="patches per subject and epoch (1)")
@@ -85,6 +87,15 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
         metavar="EPOCH",
         help="learning rate 0.1 x --lr from this epoch on (the reference schedule's last step, due at epoch 200)",
     )
+    if task == "parc":
+        p.add_argument(
+            "--coord-noise",
+            type=float,
+            default=S,
+            metavar="VOXELS",
+            help="atlas-guided presets: displace the template coordinates of training patches by a smooth random "
+            "field, std up to this many voxels (a registration error; default 0)",
+        )
     if task == "strip":
         p.add_argument(
             "--pseudo-brain-prob", type=_ratio, default=S, help="synthetic heads shown as pseudo-brains (0.8)"

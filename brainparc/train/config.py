@@ -49,7 +49,10 @@ class TrainConfig:
     ``time_limit`` (seconds of training, e.g. what is left of a Slurm job) ends the run after the step that passes it,
     with a checkpoint and the exported weights as at a normal end.  ``lr_final_from`` moves the reference schedule's
     last step (0.1 × ``lr``) to that epoch (:func:`~brainparc.train.loop.reference_lr_factor`).
-    ``pseudo_brain_prob`` applies to ``strip`` only.
+    ``pseudo_brain_prob`` applies to ``strip`` only; ``coord_noise`` (voxels) to atlas-guided presets only: their
+    training patches get template coordinates displaced from the image like a registration error
+    (:class:`~brainparc.train.data.PatchDataset`), so that the prior is not more exact in training than at run time.
+    ``max_non_finite`` steps with a non-finite loss are logged and taken with zero gradients; one more stops the run.
 
     Exactly one of ``epochs`` and ``iterations`` bounds the run (``iterations`` counts optimiser steps of one rank; the
     epoch in which the budget runs out is cut short and counts as done).  ``patch_size``/``valid_size`` override the
@@ -89,6 +92,8 @@ class TrainConfig:
     time_limit: float | None = None
     init: str | None = None
     lr_final_from: int | None = None
+    coord_noise: float = 0.0
+    max_non_finite: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -123,6 +128,10 @@ class TrainConfig:
             raise ValueError(f"foreground-prob must lie in [0, 1], got {self.foreground_prob}")
         if not 0.0 <= self.pseudo_brain_prob <= 1.0:
             raise ValueError(f"pseudo-brain-prob must lie in [0, 1], got {self.pseudo_brain_prob}")
+        if self.max_non_finite < 0:
+            raise ValueError(f"max-non-finite must be >= 0, got {self.max_non_finite}")
+        if self.coord_noise < 0:
+            raise ValueError(f"coord-noise must be >= 0 voxels, got {self.coord_noise}")
         if self.lr_final_from is not None and self.lr_final_from < 0:
             raise ValueError(f"lr-final-from must be an epoch >= 0, got {self.lr_final_from}")
         if self.time_limit is not None and not self.time_limit > 0:

@@ -67,6 +67,7 @@ from brainparc.train.synth import (
     lateral_classes,
     random_spatial_grid,
     resample,
+    smooth_displacement,
     synthesize,
     tissue_priors,
 )
@@ -268,6 +269,7 @@ class PatchDataset(Dataset):
         patches_per_subject: int = 1,
         pseudo_brain_prob: float = 0.0,
         coords: bool = False,
+        coord_noise: float = 0.0,
     ):
         if task not in ("parc", "strip"):
             raise ValueError(f"task must be 'parc' or 'strip', got {task!r}")
@@ -290,7 +292,9 @@ class PatchDataset(Dataset):
         self.patches_per_subject, self.pseudo_brain_prob = int(patches_per_subject), pseudo_brain_prob
         if coords and task != "parc":
             raise ValueError("template coordinates need task 'parc'")
-        self.coords = coords
+        if coord_noise < 0:
+            raise ValueError("coord_noise must be ≥ 0")
+        self.coords, self.coord_noise = coords, float(coord_noise)
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible
             decl, label_file = folder_declaration(self.root / "data" / folder)
@@ -410,7 +414,17 @@ class PatchDataset(Dataset):
         mask = ((target != 0) & inside).numpy()
         patch = torch.from_numpy(_normalise(patch.numpy(), norm, mask))
         edge = torch.from_numpy(_normalise(_edge_array(patch.numpy()), norm, mask)) if self.task == "parc" else None
-        return self._finish(patch, edge, _warp_coords(vol["coords"], grid)), target
+        return self._finish(patch, edge, self._coords_on(vol["coords"], grid, shape, gen)), target
+
+    def _coords_on(
+        self, coords: np.ndarray | None, grid: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator
+    ) -> list[torch.Tensor] | None:
+        """Template coordinates on a patch's sampling grid; with ``coord_noise``, displaced from the image like a
+        registration error: a smooth random field, std ~ U(0, ``coord_noise``) voxels per axis, 4³ control points."""
+        if coords is not None and self.coord_noise > 0:
+            std = float(torch.rand((), generator=gen)) * self.coord_noise
+            grid = grid + smooth_displacement(gen, std, 4, shape, grid.shape[1:4])
+        return _warp_coords(coords, grid)
 
     def _priors(self, compiled: CompiledDeclaration, fresh: int) -> tuple[torch.Tensor, torch.Tensor]:
         """T1-like intensity priors per source label value from the tissue of its group.
@@ -451,7 +465,8 @@ class PatchDataset(Dataset):
         mask = (target != 0).numpy()
         img_np = _normalise(img.numpy(), self.normalisation, mask)
         edge = _normalise(_edge_array(img_np), self.normalisation, mask)
-        return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge), _warp_coords(vol["coords"], grid)), target
+        coords = self._coords_on(vol["coords"], grid, labels.shape, gen)
+        return self._finish(torch.from_numpy(img_np), torch.from_numpy(edge), coords), target
 
 
 def _warp_coords(coords: np.ndarray | None, grid: torch.Tensor) -> list[torch.Tensor] | None:

@@ -2,7 +2,8 @@
 
 Fixes of the reference loop (§7 item 9): the optimiser is created once (the reference re-created Adam every epoch,
 resetting its moments); ``set_epoch`` is called on the sampler and the dataset; only rank 0 writes, atomically, at the
-*end* of an epoch; a non-finite loss raises instead of being swallowed by a bare ``except``.  ``resume`` restores the
+*end* of an epoch; a non-finite loss raises instead of being swallowed by a bare ``except`` (``max_non_finite`` of them
+may be tolerated, each logged and taken as a zero-gradient step).  ``resume`` restores the
 model, optimiser, scheduler, gradient scaler, epoch, step and the torch/numpy/random RNG states, so an interrupted
 run continues exactly (on a deterministic device).
 
@@ -234,6 +235,7 @@ class Trainer:
         seed: int | None = None,
         keep_checkpoints: int | None = None,
         progress: bool = False,
+        max_non_finite: int = 0,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -242,6 +244,8 @@ class Trainer:
         self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory else None
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.rank, self.grad_clip = rank, grad_clip
+        #: non-finite losses tolerated in a run (each step becomes a zero-gradient step), and how many there were
+        self.max_non_finite, self.non_finite = max_non_finite, 0
         self.amp = amp
         self.epoch, self.step = 0, 0
         self.history: list[dict[str, float]] = []
@@ -262,13 +266,27 @@ class Trainer:
             outputs = self.model(image)
         loss, parts = self.loss_fn(outputs, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at epoch {self.epoch}, step {self.step}: {batch.get('subject')}")
+            self._tolerate("loss", batch)
+            # every rank still runs backward (DDP all-reduces), with gradients that are all zero
+            loss, parts = sum((p * 0).sum() for p in self.model.parameters()), {}
         loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        # the total norm (clipped only with grad_clip) also tells a non-finite gradient from a finite loss (bf16)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
+        if parts and not torch.isfinite(norm):
+            self._tolerate("gradient", batch)  # the same on every rank: gradients are all-reduced
+            self.optimizer.zero_grad(set_to_none=False)
+            parts = {}
         self.optimizer.step()
         self.step += 1
         return parts
+
+    def _tolerate(self, what: str, batch: Mapping[str, Any]) -> None:
+        """Count a non-finite loss or gradient: raise past ``max_non_finite``, else log it."""
+        where = f"non-finite {what} at epoch {self.epoch}, step {self.step}: {batch.get('subject')}"
+        self.non_finite += 1
+        if self.non_finite > self.max_non_finite:
+            raise FloatingPointError(where)
+        LOGGER.warning("%s; zero-gradient step (%d of %d tolerated)", where, self.non_finite, self.max_non_finite)
 
     def train_epoch(
         self, loader: Iterable[Mapping[str, Any]], max_steps: int | None = None, deadline: float | None = None
@@ -298,9 +316,10 @@ class Trainer:
             for i, batch in enumerate(loader):
                 if max_steps is not None and i >= max_steps:
                     break
-                for k, v in self.train_step(batch).items():
+                parts = self.train_step(batch)
+                for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
-                n += 1
+                n += bool(parts)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{sums['total'] / n:.4g}" if "total" in sums else None)
@@ -309,7 +328,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return {k: v / max(n, 1) for k, v in sums.items()} | {"steps": float(n)}
+        return {k: v / max(n, 1) for k, v in sums.items()} | {"steps": float(n), "non_finite": float(self.non_finite)}
 
     def fit(
         self,

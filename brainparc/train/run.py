@@ -139,6 +139,7 @@ def _datasets(
         rank=env.rank,
         patches_per_subject=cfg.patches_per_subject,
         pseudo_brain_prob=cfg.pseudo_brain_prob if cfg.task == "strip" else 0.0,
+        coord_noise=cfg.coord_noise if coords else 0.0,
         **common,
     )
     val = PatchDataset(cfg.data, "val", registry=train.registry, **common)
@@ -181,6 +182,7 @@ def _make_trainer(cfg: TrainConfig, model: nn.Module, loss_fn: Any, device: torc
         seed=cfg.seed,
         keep_checkpoints=cfg.keep_checkpoints,
         progress=cfg.progress,
+        max_non_finite=cfg.max_non_finite,
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "lateral_classes",
     "random_spatial_grid",
     "resample",
+    "smooth_displacement",
     "synthesize",
     "tissue_priors",
 ]
@@ -120,13 +121,25 @@ def random_spatial_grid(
         + (axes[1].view(1, Y, 1, 1) * A[:, 1])
         + (axes[2].view(1, 1, Z, 1) * A[:, 2] + shift)
     )
+    pts = pts.unsqueeze(0)
     if params.deform:
         std = float(_u(gen, 0.0, params.nonlin_std))
-        g = params.nonlin_grid
-        field = torch.randn((1, 3, g, g, g), generator=gen) * std * norm.view(1, 3, 1, 1, 1)
-        field = F.interpolate(field.flip(1), size=out_shape, mode="trilinear", align_corners=True)[0]
-        pts = pts + field.permute(1, 2, 3, 0)
-    return pts.unsqueeze(0)
+        pts = pts + smooth_displacement(gen, std, params.nonlin_grid, in_shape, out_shape)
+    return pts
+
+
+def smooth_displacement(
+    gen: torch.Generator, std: float, points: int, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> Tensor:
+    """A smooth random displacement of a sampling grid of ``in_shape`` (``[1, *out_shape, 3]``, ``grid_sample`` units).
+
+    Gaussian, ``std`` voxels per axis, on a ``points``³ control grid spread over the output, upsampled trilinearly
+    (not integrated: keep ``std`` to a few voxels).
+    """
+    norm = 2.0 / (torch.tensor(in_shape, dtype=torch.float32) - 1).clamp(min=1)
+    field = torch.randn((1, 3, points, points, points), generator=gen) * std * norm.view(1, 3, 1, 1, 1)
+    field = F.interpolate(field.flip(1), size=tuple(out_shape), mode="trilinear", align_corners=True)[0]
+    return field.permute(1, 2, 3, 0).unsqueeze(0)
 
 
 def resample(vol: Tensor, grid: Tensor, mode: str = "bilinear") -> Tensor:

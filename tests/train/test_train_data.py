@@ -207,3 +207,27 @@ def nib_shape(subject: Path) -> tuple[int, int, int]:
     import nibabel as nib
 
     return nib.load(find_file(subject, "parc") or subject / "labels.nii.gz").shape[:3]
+
+
+@pytest.mark.parametrize("synth_ratio", [0.0, 1.0])
+def test_coordinate_noise_displaces_only_the_coordinates_smoothly(layout: Path, synth_ratio: float):
+    """``coord_noise``: image and target as without it; the coordinates moved by a smooth field of a few voxels."""
+    for e in select_role(read_file_list(layout), "train"):
+        save_nifti(np.stack(np.indices(nib_shape(e.path)), -1).astype(np.float32), e.path / "coords.nii.gz")
+    kw = dict(patch_size=P, synth_ratio=synth_ratio, augment=SynthParams(nonlin_std=1.5), coords=True, seed=5)
+    clean, noisy = PatchDataset(layout, "train", **kw), PatchDataset(layout, "train", coord_noise=2.0, **kw)
+    moved = []
+    for index in range(len(clean)):
+        a, b = clean[index], noisy[index]
+        assert torch.equal(a["image"][:2], b["image"][:2]) and torch.equal(a["target"], b["target"])
+        outside = ((a["image"][2:] < -1) | (b["image"][2:] < -1)).any(0).float()
+        # 2 voxels off the volume's edge: there trilinear sampling blends in OUTSIDE_TEMPLATE
+        inside = torch.nn.functional.max_pool3d(outside[None, None], 5, 1, 2)[0, 0] == 0
+        d = (b["image"][2:] - a["image"][2:])[:, 1:-1, 1:-1, 1:-1]
+        inner = inside[1:-1, 1:-1, 1:-1]
+        if inner.sum() < 100:  # a synthetic draw mostly off the label map
+            continue
+        assert d[:, inner].abs().max() < 10.0  # std ≤ 2 voxels per axis
+        assert d.diff(dim=1)[:, inner[1:]].abs().max() < 1.0  # smooth: < 1 voxel between neighbours
+        moved.append(float(d[:, inner].abs().mean()))
+    assert max(moved) > 0.1

@@ -207,3 +207,28 @@ def test_average_checkpoints_means_float_weights_keeps_the_rest_of_the_last(tmp_
     assert torch.equal(average_checkpoints(paths[:1])["model"]["conv.weight"], torch.full((2, 2), 1.0))
     with pytest.raises(ValueError):
         average_checkpoints([])
+
+
+def test_tolerated_non_finite_losses_are_zero_gradient_steps_then_the_next_raises(layout):
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    model = StubCascade()
+    trainer = Trainer(model, lambda out, b: (out[0].sum() * float("nan"), {"total": 1.0}), _adam, max_non_finite=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = next(iter(make_loader(ds, 2, workers=0)))
+    assert trainer.train_step(batch) == {}  # no loss parts from a skipped step
+    assert trainer.non_finite == 1 and trainer.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # zero gradients
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        trainer.train_step(batch)
+
+
+def test_a_non_finite_gradient_of_a_finite_loss_is_caught_too(layout):
+    """bf16 backward can overflow with a finite loss; the step must not write NaN into the weights."""
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    model = StubCascade()
+    trainer = Trainer(model, lambda out, b: ((out[0].sum() * 0).sqrt(), {"total": 0.0}), _adam, max_non_finite=1)
+    batch = next(iter(make_loader(ds, 2, workers=0)))
+    assert trainer.train_step(batch) == {}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        trainer.train_step(batch)
