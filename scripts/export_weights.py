@@ -13,7 +13,9 @@ the network was trained with (atlas-guided presets), the software versions and t
 (:func:`brainparc.train.loop.average_checkpoints`; the card lists the averaged epochs). A fine-tuning run (``--init``)
 records the weights it started from (``training.initialised_from``: sha256, preset, their training section), read
 from ``--init-weights`` (default: the run's ``init`` path; name a saved copy when that file has been replaced since),
-and ``--wise-ft ALPHA`` exports ``(1 − ALPHA) · start + ALPHA · fine-tuned``
+and its inference defaults (e.g. the window overlap chosen on the dev subject) unless ``--inference`` overrides them
+(they were the preset's, so a fine-tuned v2.3 exported without ``--inference`` ran at overlap 0.25, not 0), and
+``--wise-ft ALPHA`` exports ``(1 − ALPHA) · start + ALPHA · fine-tuned``
 (:func:`brainparc.train.loop.interpolate_weights`, recorded as ``training.wise_ft_alpha``). Floating tensors are
 stored as float16 (``brainparc.models.load`` casts back).
 """
@@ -49,10 +51,11 @@ def export(
     config = json.loads((runs.pop() / "config.json").read_text(encoding="utf-8"))
     state = average_checkpoints(checkpoints)
     start = init_weights or config.get("init")
-    lineage = None
+    lineage, start_inference = None, {}
     if start is not None:
         start_model, start_card = models.load(start)
         lineage = {k: start_card.get(k) for k in ("sha256", "preset", "training")}
+        start_inference = dict(start_card.get("inference") or {})
         if wise_ft != 1.0:
             state["model"] = interpolate_weights(start_model.state_dict(), state["model"], wise_ft)
     elif wise_ft != 1.0:
@@ -82,7 +85,7 @@ def export(
         dtype=torch.float16,
         preset=config["preset"],
         status=status,
-        inference={**defaults, **inference},
+        inference={**defaults, **start_inference, **inference},
         training=training,
         **extra,
     )

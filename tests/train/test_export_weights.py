@@ -51,7 +51,7 @@ def test_export_records_the_start_and_interpolates_with_it(tmp_path):
     export = load_script("export_weights").export
     start = models.build("brainparc-atlas")
     start_path = tmp_path / "start.safetensors"
-    start_card = models.save(start, start_path, preset="brainparc-atlas")
+    start_card = models.save(start, start_path, preset="brainparc-atlas", inference={"overlap": 0.0})
     paths = _run(tmp_path, [3.0])  # the "fine-tuned" weights: 3 x the fresh ones
     out = tmp_path / "w.safetensors"
     with pytest.raises(ValueError, match="started from"):
@@ -59,6 +59,9 @@ def test_export_records_the_start_and_interpolates_with_it(tmp_path):
     card = export(paths, out, "preliminary", {}, "test", None, start_path, 0.25)
     assert card["training"]["initialised_from"]["sha256"] == start_card["sha256"]
     assert card["training"]["wise_ft_alpha"] == 0.25
+    assert card["inference"]["overlap"] == 0.0  # the start's inference defaults, not the preset's 0.25
+    other = tmp_path / "given.safetensors"
+    assert export(paths, other, "preliminary", {"overlap": 0.5}, "", None, start_path)["inference"]["overlap"] == 0.5
     model, _ = models.load(out)
     tuned = torch.load(paths[0], weights_only=True)["model"]
     begin = models.load(start_path)[0].state_dict()
