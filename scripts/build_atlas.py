@@ -36,6 +36,8 @@ from brainparc.train.labelsets import IGNORE, GroupRegistry, LabelDeclaration, l
 sys.path.insert(0, str(Path(__file__).parent))
 from build_training_root import build as build_training_root
 
+#: SyN iterations per level of the source registrations of the bundled atlas (sha256 89f271c27cb2).
+SYN_ITERATIONS = (40, 20, 0)
 #: Painted intensity of each tissue group (0 bg, 1 CSF, 2 GM, 3 WM; mixed groups look like GM).
 PAINT = {0: 0.0, 1: 0.3, 2: 0.65, 3: 1.0}
 
@@ -68,7 +70,7 @@ def subjects(root: Path) -> list[Path]:
 
 
 def register_all(
-    root: Path, registry: GroupRegistry, nthreads: int | None, syn_iterations: tuple[int, ...] = (40, 20, 0)
+    root: Path, registry: GroupRegistry, nthreads: int | None, syn_iterations: tuple[int, ...] = SYN_ITERATIONS
 ) -> None:
     """``coords.nii`` for every subject that lacks one (``register_template`` with ``syn_iterations``)."""
     for path in subjects(root):
@@ -148,7 +150,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ATLAS_FILE, help="atlas file to write (default: the bundled one)")
     p.add_argument("--nthreads", type=int, default=None, help="ITK threads for the registrations")
     p.add_argument(
-        "--syn-iterations", type=int, nargs="+", default=[40, 20, 0], help="SyN iterations per level (2.5 mm grid)"
+        "--syn-iterations", type=int, nargs="+", default=list(SYN_ITERATIONS), help="SyN iterations per level (2.5 mm)"
     )
     a = p.parse_args()
     if not (a.root / "csvfile" / "parc.csv").is_file():

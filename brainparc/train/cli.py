@@ -74,7 +74,7 @@ def _add_fit_parser(sub: argparse._SubParsersAction, task: str) -> None:
     p.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=S, help="save GPU memory")
     p.add_argument("--grad-clip", type=float, default=S, help="clip the gradient norm (default: off)")
     p.add_argument("--max-non-finite", type=int, default=S, metavar="N",
-                   help="non-finite losses taken as zero-gradient steps, logged (0: the first one stops)")  # fmt: skip
+                   help="non-finite losses or gradients taken as zero-gradient steps (0: first stops)")  # fmt: skip
     p.add_argument("--foreground-prob", type=_ratio, default=S, help="patch centres in the brain (default: 0.9)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S, help="progress bar (on)")
     p.add_argument("--patches-per-subject", type=_positive_int, default=S, help="patches per subject and epoch (1)")

@@ -52,7 +52,8 @@ class TrainConfig:
     ``pseudo_brain_prob`` applies to ``strip`` only; ``coord_noise`` (voxels) to atlas-guided presets only: their
     training patches get template coordinates displaced from the image like a registration error
     (:class:`~brainparc.train.data.PatchDataset`), so that the prior is not more exact in training than at run time.
-    ``max_non_finite`` steps with a non-finite loss are logged and taken with zero gradients; one more stops the run.
+    ``max_non_finite`` steps with a non-finite loss or gradient are logged and taken with zero gradients; one more
+    stops the run.
 
     Exactly one of ``epochs`` and ``iterations`` bounds the run (``iterations`` counts optimiser steps of one rank; the
     epoch in which the budget runs out is cut short and counts as done).  ``patch_size``/``valid_size`` override the

@@ -294,6 +294,8 @@ class PatchDataset(Dataset):
             raise ValueError("template coordinates need task 'parc'")
         if coord_noise < 0:
             raise ValueError("coord_noise must be ≥ 0")
+        if coord_noise > 0 and augment is None and synth_ratio < 1:
+            raise ValueError("coord_noise displaces resampled patches: real images need augmentation (--augment)")
         self.coords, self.coord_noise = coords, float(coord_noise)
         self.declarations: dict[str, tuple[CompiledDeclaration, str | None]] = {}
         for folder in sorted({e.folder for e in self.entries}):  # sorted: registry order is reproducible

@@ -244,7 +244,7 @@ class Trainer:
         self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory else None
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.rank, self.grad_clip = rank, grad_clip
-        #: non-finite losses tolerated in a run (each step becomes a zero-gradient step), and how many there were
+        #: non-finite losses or gradients tolerated in a run (each a zero-gradient step), and how many so far
         self.max_non_finite, self.non_finite = max_non_finite, 0
         self.amp = amp
         self.epoch, self.step = 0, 0
@@ -265,14 +265,15 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             outputs = self.model(image)
         loss, parts = self.loss_fn(outputs, batch)
-        if not torch.isfinite(loss):
+        finite_loss = bool(torch.isfinite(loss))
+        if not finite_loss:
             self._tolerate("loss", batch)
             # every rank still runs backward (DDP all-reduces), with gradients that are all zero
             loss, parts = sum((p * 0).sum() for p in self.model.parameters()), {}
         loss.backward()
         # the total norm (clipped only with grad_clip) also tells a non-finite gradient from a finite loss (bf16)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
-        if parts and not torch.isfinite(norm):
+        if finite_loss and not torch.isfinite(norm):
             self._tolerate("gradient", batch)  # the same on every rank: gradients are all-reduced
             self.optimizer.zero_grad(set_to_none=False)
             parts = {}
@@ -303,7 +304,7 @@ class Trainer:
         if self.seed is not None:
             _seed_all(self.seed, self.epoch, self.rank)
         sums: dict[str, float] = {}
-        n = 0
+        n, skipped_before = 0, self.non_finite
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         if total is not None and max_steps is not None:
             total = min(total, max_steps)
@@ -316,19 +317,21 @@ class Trainer:
             for i, batch in enumerate(loader):
                 if max_steps is not None and i >= max_steps:
                     break
-                parts = self.train_step(batch)
-                for k, v in parts.items():
+                for k, v in self.train_step(batch).items():
                     sums[k] = sums.get(k, 0.0) + v
-                n += bool(parts)
+                n += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{sums['total'] / n:.4g}" if "total" in sums else None)
+                    finite = n - (self.non_finite - skipped_before)
+                    bar.set_postfix(loss=f"{sums['total'] / finite:.4g}" if "total" in sums else None)
                 if deadline is not None and self._past(deadline):
                     break
         finally:
             if bar is not None:
                 bar.close()
-        return {k: v / max(n, 1) for k, v in sums.items()} | {"steps": float(n), "non_finite": float(self.non_finite)}
+        skipped = self.non_finite - skipped_before  # steps taken with zero gradients: not in the means
+        means = {k: v / max(n - skipped, 1) for k, v in sums.items()}
+        return means | {"steps": float(n), "non_finite": float(skipped)}
 
     def fit(
         self,

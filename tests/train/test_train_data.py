@@ -231,3 +231,9 @@ def test_coordinate_noise_displaces_only_the_coordinates_smoothly(layout: Path, 
         assert d.diff(dim=1)[:, inner[1:]].abs().max() < 1.0  # smooth: < 1 voxel between neighbours
         moved.append(float(d[:, inner].abs().mean()))
     assert max(moved) > 0.1
+
+
+def test_coordinate_noise_refuses_unaugmented_real_patches(layout: Path):
+    """Real patches are cropped, not resampled, without augmentation: the noise would silently not apply."""
+    with pytest.raises(ValueError, match="augment"):
+        PatchDataset(layout, "train", patch_size=P, coords=True, coord_noise=2.0)

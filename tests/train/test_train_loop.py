@@ -232,3 +232,18 @@ def test_a_non_finite_gradient_of_a_finite_loss_is_caught_too(layout):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     with pytest.raises(FloatingPointError, match="non-finite gradient"):
         trainer.train_step(batch)
+
+
+def test_epoch_means_leave_out_the_tolerated_steps(layout):
+    """An epoch's loss means are over its finite steps; its count of zero-gradient steps is its own, not the run's."""
+    ds = PatchDataset(layout, "train", patch_size=PATCH)
+    values = iter([2.0, float("nan"), 4.0])
+
+    def loss(out, b):
+        v = next(values)
+        return out[0].sum() * 0 + v, {"total": v}
+
+    trainer = Trainer(StubCascade(), loss, _adam, max_non_finite=1)
+    loader = make_loader(ds, 1, workers=0)
+    parts = trainer.train_epoch(loader, max_steps=3)
+    assert parts["steps"] == 3 and parts["non_finite"] == 1 and parts["total"] == 3.0
