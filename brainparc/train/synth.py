@@ -289,7 +289,7 @@ def synthesize(
             raise ValueError(f"priors must cover label values 0..{n_ids - 1}")
         means = pm[:n_ids] + ps[:n_ids] * torch.randn(n_cls, generator=gen)[cls]
     stds = _u(gen, *p.std_range, n_cls).float()[cls]
-    if float(_u(gen, 0, 1)) < p.invert_prob:
+    if float(_u(gen, 0, 1)) < p.invert_prob and n_ids > 1:  # a patch of background alone has no contrast to mirror
         # mirror the foreground contrast inside the range of the drawn means (WM > GM becomes WM < GM)
         fg = means[1:]
         means = torch.cat([means[:1], fg.max() + fg.min() - fg])

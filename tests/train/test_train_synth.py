@@ -71,6 +71,10 @@ def test_contrast_inversion_flips_wm_gm_order():
         assert img[lab == 2].mean() > img[lab == 3].mean()
         inv, _ = synthesize(lab, gen(seed), replace(base, invert_prob=1.0), priors=(mean, std))
         assert inv[lab == 2].mean() < inv[lab == 3].mean()
+    # a patch of background alone (a random window outside the head) has no contrast to mirror: it is drawn as it is
+    empty = torch.zeros(8, 8, 8, dtype=torch.long)
+    img, out = synthesize(empty, gen(0), replace(base, invert_prob=1.0, background_zero=True), priors=(mean, std))
+    assert img.shape == (8, 8, 8) and (out == 0).all() and (img == 0).all()
 
 
 def test_crop_and_odd_sizes():
