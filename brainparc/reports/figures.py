@@ -272,9 +272,9 @@ def plot_overlay(
         ax.set_title(f"{view} {letter} = {panel.world_mm:.0f} mm", color="white", fontsize=9)
         for x, text, ha in ((0.01, left, "left"), (0.99, right, "right")):
             ax.text(x, 0.5, text, transform=ax.transAxes, color="#ffd040", fontsize=10, ha=ha, va="center")
-    if title:  # in its own strip above the panels' titles
-        fig.suptitle(title, color="white", fontsize=10, y=1 - 0.12 / height, va="top")
     right = (width - 0.05) / (width + legend_in)
+    if title:  # in its own strip above the panels' titles, centred on the panels (the legend starts at the top)
+        fig.suptitle(title, color="white", fontsize=10, x=right / 2, y=1 - 0.12 / height, va="top")
     top = 1 - (0.25 + (0.4 if title else 0.0)) / height
     fig.subplots_adjust(
         left=0.01 * width / (width + legend_in), right=right, bottom=0.01, top=top, wspace=0.04, hspace=0.12
