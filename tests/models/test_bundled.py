@@ -26,7 +26,8 @@ def test_default_loads_with_card_atlas_and_warning(caplog) -> None:
     assert not parc.training and not strip.training  # eval mode
     assert card["training"]["steps"] > 0 and "torch" in card["training"]["device"]
     assert card["training"]["config"]["file_list"] == "atlas_synth.csv"  # the run that made them, with its subjects
-    assert len(card["training"]["initialised_from"]["sha256"]) == 64  # v2.3 is a fine-tuning of v2.2: its lineage
+    assert len(card["training"]["initialised_from"]["sha256"]) == 64  # v2.4 is a fine-tuning of v2.3: its lineage
+    assert card["training"]["config"]["coord_noise"] > 0 and card["inference"]["overlap"] == 0.0  # as chosen on dev
     for c in (card, strip_card):
         assert c["dtype"] == "float16" and len(c["sha256"]) == 64
     # preliminary weights say so whenever they are loaded
